@@ -1,0 +1,94 @@
+"""Run configurations: one frozen dataclass, one function per variant.
+
+The variant sets every field; the command line overrides single fields with
+`dataclasses.replace`. A run's config is written to `workdir/config.json` and compared
+with the saved one on resume. Durations are in epochs everywhere; `steps_per_epoch`
+is the one place that converts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+
+from ferjax.augment import NO_AUGMENT, AugmentConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Everything that determines a training run (the data path aside)."""
+  variant: str
+  model: str
+  num_classes: int = 6
+  epochs: int = 10
+  batch_size: int = 64
+  learning_rate: float = 1e-3
+  optimizer: str = "adam"  # adam | adamw | sgd (Nesterov momentum 0.9)
+  weight_decay: float = 0.0
+  schedule: str = "constant"  # constant | cosine (linear warm-up, cosine decay to 0)
+  warmup_epochs: float = 0.0
+  label_smoothing: float = 0.0
+  early_stopping: bool = False
+  patience: int = 3
+  monitor: str = "val_loss"  # val_loss (lower is better) | val_accuracy
+  augment: AugmentConfig = NO_AUGMENT
+  seed: int = 0
+  val_fraction: float = 0.1
+  val_seed: int = 0
+  train_limit: int | None = None
+  dtype: str = "float32"  # float32 | bfloat16 (compute; parameters stay float32)
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "Config":
+    d = dict(d)
+    aug = dict(d.pop("augment", {}))
+    if "erase_area" in aug:
+      aug["erase_area"] = tuple(aug["erase_area"])
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(augment=AugmentConfig(**aug), **{k: v for k, v in d.items() if k in known})
+
+
+def steps_per_epoch(num_train: int, batch_size: int) -> int:
+  """Full batches per epoch (the remainder is dropped so that shapes never change)."""
+  return num_train // batch_size
+
+
+def basic() -> Config:
+  """The seed's model 1: a plain 3-stage CNN, 5 epochs, no early stopping, no augmentation."""
+  return Config(variant="basic", model="seed_cnn", epochs=5)
+
+
+def early_stopping() -> Config:
+  """The seed's model 2: the same CNN, up to 10 epochs, early stopping (patience 3, val loss)."""
+  return Config(variant="early-stopping", model="seed_cnn", epochs=10,
+                early_stopping=True, patience=3, monitor="val_loss")
+
+
+def augmented() -> Config:
+  """The seed's model 3: a VGG-style BatchNorm CNN, on-device augmentation, cosine schedule, early stopping."""
+  return Config(variant="augmented", model="vgg", epochs=60, batch_size=128,
+                learning_rate=0.05, optimizer="sgd", weight_decay=5e-4,
+                schedule="cosine", warmup_epochs=2, label_smoothing=0.1,
+                early_stopping=True, patience=15, monitor="val_accuracy",
+                augment=AugmentConfig())
+
+
+def tiny() -> Config:
+  """A tiny CNN for smoke runs and tests: 2 stages, a few thousand parameters."""
+  return Config(variant="tiny", model="tiny", epochs=3, batch_size=32,
+                learning_rate=3e-3, early_stopping=True, patience=2)
+
+
+VARIANTS: dict[str, Callable[[], Config]] = {
+    "basic": basic, "early-stopping": early_stopping, "augmented": augmented,
+    "tiny": tiny}
+
+
+def get_config(variant: str) -> Config:
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown variant '{variant}'; known: {', '.join(VARIANTS)}")
+  return VARIANTS[variant]()

@@ -1,0 +1,1 @@
+"""TFDS builders of the data sets ferjax trains on."""

@@ -1,0 +1,95 @@
+"""Flax Linen CNNs for 48x48 grayscale faces, and the registry of architectures by name.
+
+One parameterised module, `ConvNet`: stages of 3x3 convolutions (optionally with
+BatchNorm) each followed by 2x2 max pooling, then a dense head. The named architectures
+are `functools.partial`s of it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+# FER2013's pixel mean and standard deviation over the training set, in [0, 1] units.
+PIXEL_MEAN = 0.508
+PIXEL_STD = 0.255
+
+
+class ConvNet(nn.Module):
+  """A VGG-style CNN.
+
+  Attributes:
+    num_classes: outputs (logits).
+    widths: channels of each stage; each stage halves the resolution.
+    convs_per_stage: 3x3 convolutions per stage.
+    batch_norm: BatchNorm after each convolution and the hidden dense layer.
+    dense: width of the hidden dense layer (0: none, global average pooling instead of
+      flattening).
+    stage_dropout: dropout after each stage's pooling.
+    head_dropout: dropout before the classifier.
+    dtype: computation dtype (bfloat16 for mixed precision); parameters stay float32.
+  """
+  num_classes: int
+  widths: Sequence[int] = (32, 64, 128)
+  convs_per_stage: int = 2
+  batch_norm: bool = False
+  dense: int = 256
+  stage_dropout: float = 0.25
+  head_dropout: float = 0.5
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    """Args: x: [B, 48, 48, 1] (or [B, 48, 48]) floats in [0, 1]. Returns logits [B, C]."""
+    if x.ndim == 3:
+      x = x[..., None]
+    x = ((x - PIXEL_MEAN) / PIXEL_STD).astype(self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             dtype=self.dtype)
+    for width in self.widths:
+      for _ in range(self.convs_per_stage):
+        x = nn.Conv(width, (3, 3), use_bias=not self.batch_norm, dtype=self.dtype)(x)
+        if self.batch_norm:
+          x = norm()(x)
+        x = nn.relu(x)
+      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      if self.stage_dropout:
+        x = nn.Dropout(self.stage_dropout, deterministic=not train)(x)
+    if self.dense:
+      x = x.reshape((x.shape[0], -1))
+      x = nn.Dense(self.dense, use_bias=not self.batch_norm, dtype=self.dtype)(x)
+      if self.batch_norm:
+        x = norm()(x)
+      x = nn.relu(x)
+    else:
+      x = jnp.mean(x, axis=(1, 2))
+    if self.head_dropout:
+      x = nn.Dropout(self.head_dropout, deterministic=not train)(x)
+    x = nn.Dense(self.num_classes, dtype=self.dtype)(x)
+    return x.astype(jnp.float32)
+
+
+# The seed project's plain CNN (its models 1 and 2): three stages, no BatchNorm.
+SeedCNN = functools.partial(ConvNet, widths=(32, 64, 128), convs_per_stage=2,
+                            batch_norm=False, dense=256)
+# The augmented variant's network: VGG-style, four BatchNorm stages.
+VGG = functools.partial(ConvNet, widths=(64, 128, 256, 512), convs_per_stage=2,
+                        batch_norm=True, dense=256, stage_dropout=0.1, head_dropout=0.4)
+VGGSmall = functools.partial(ConvNet, widths=(32, 64, 128, 256), convs_per_stage=2,
+                             batch_norm=True, dense=256, stage_dropout=0.1,
+                             head_dropout=0.4)
+# For tests: a few thousand parameters, compiles and runs in well under a second.
+Tiny = functools.partial(ConvNet, widths=(8, 16), convs_per_stage=1, batch_norm=True,
+                         dense=32, stage_dropout=0.0, head_dropout=0.0)
+
+MODELS = {"seed_cnn": SeedCNN, "vgg": VGG, "vgg_small": VGGSmall, "tiny": Tiny}
+
+
+def create_model(name: str, *, num_classes: int, dtype=jnp.float32) -> nn.Module:
+  """The architecture registered as `name`."""
+  if name not in MODELS:
+    raise ValueError(f"unknown model '{name}'; known: {', '.join(MODELS)}")
+  return MODELS[name](num_classes=num_classes, dtype=dtype)

@@ -1,0 +1,585 @@
+"""Training: the train state, jitted train/eval steps, and the early-stopping loop.
+
+    python -m ferjax.train --variant augmented --data PATH [--workdir DIR] ...
+
+A run in a workdir that already holds a checkpoint resumes it. SIGINT/SIGTERM save a
+checkpoint at the next step boundary and exit; the resumed run then ends exactly where an
+uninterrupted one would (same batches, same random keys: `fold_in(key, state.step)`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import time
+import warnings
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training import train_state
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from ferjax import augment as augment_lib
+from ferjax import checkpointing, configs, input_pipeline, models, report
+from ferjax.classes import class_names
+from ferjax.configs import Config
+from ferjax.errors import ConfigError, DataError, TrainingDiverged, run_cli
+
+# Donation is a no-op on some CPU builds, which warn once per compile.
+warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
+
+EVAL_BATCH_SIZE = 256
+# Config fields a resumed run may change: the length of training only.
+RESUMABLE_CHANGES = ("epochs",)
+
+
+class TrainState(train_state.TrainState):
+  batch_stats: Any = None
+
+
+# ----------------------------------------------------------------------------- devices
+
+def make_mesh(devices=None) -> Mesh:
+  """A 1-D mesh over all devices (of all hosts), axis 'data'."""
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), ("data",))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+  n = mesh.devices.size
+  if batch_size % n:
+    raise ConfigError(f"The batch size {batch_size} does not divide evenly over {n} "
+                      f"devices; use a multiple of {n}.")
+
+
+def shard_batch(mesh: Mesh, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
+  """Places this host's part of a global batch on the mesh, split along 'data'."""
+  sharding = NamedSharding(mesh, P("data"))
+  return tuple(jax.make_array_from_process_local_data(sharding, a) for a in arrays)
+
+
+def host_slice(batch_size: int) -> slice:
+  """This host's rows of a global batch."""
+  per_host = batch_size // jax.process_count()
+  return slice(jax.process_index() * per_host, (jax.process_index() + 1) * per_host)
+
+
+# ----------------------------------------------------------------------------- state
+
+def make_optimizer(config: Config, steps_per_epoch: int):
+  """The optax transformation and its learning-rate schedule."""
+  total = max(1, config.epochs * steps_per_epoch)
+  if config.schedule == "cosine":
+    warmup = int(config.warmup_epochs * steps_per_epoch)
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=config.learning_rate, warmup_steps=warmup,
+        decay_steps=max(total, warmup + 1), end_value=0.0)
+  elif config.schedule == "constant":
+    schedule = optax.constant_schedule(config.learning_rate)
+  else:
+    raise ConfigError(f"unknown schedule '{config.schedule}' (constant or cosine)")
+  # Weight decay on kernels only, not on biases or BatchNorm scales.
+  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+  if config.optimizer == "sgd":
+    tx = optax.chain(optax.add_decayed_weights(config.weight_decay, decay_mask),
+                     optax.sgd(schedule, momentum=0.9, nesterov=True))
+  elif config.optimizer in ("adam", "adamw"):
+    tx = optax.adamw(schedule, weight_decay=config.weight_decay, mask=decay_mask)
+  else:
+    raise ConfigError(f"unknown optimizer '{config.optimizer}' (adam, adamw or sgd)")
+  return tx, schedule
+
+
+def create_model(config: Config):
+  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.dtype]
+  return models.create_model(config.model, num_classes=config.num_classes, dtype=dtype)
+
+
+def create_train_state(config: Config, *, key: jax.Array, steps_per_epoch: int
+                       ) -> TrainState:
+  """Initialises the model and optimizer (pure: `jax.eval_shape` can trace it)."""
+  model = create_model(config)
+  variables = model.init(key, jnp.zeros((1, 48, 48, 1), jnp.float32), train=False)
+  tx, _ = make_optimizer(config, steps_per_epoch)
+  return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                           batch_stats=variables.get("batch_stats", {}))
+
+
+def init_state(config: Config, *, mesh: Mesh, steps_per_epoch: int) -> TrainState:
+  """A fresh state, replicated over the mesh."""
+  init_key = jax.random.fold_in(jax.random.key(config.seed), 0)
+  replicated = NamedSharding(mesh, P())
+  create = partial(create_train_state, config, steps_per_epoch=steps_per_epoch)
+  return jax.jit(create, out_shardings=replicated)(key=init_key)
+
+
+def abstract_state(config: Config, *, mesh: Mesh, steps_per_epoch: int) -> TrainState:
+  """Shapes, dtypes and (replicated) shardings of the state, for restoring."""
+  replicated = NamedSharding(mesh, P())
+  shapes = jax.eval_shape(partial(create_train_state, config,
+                                  steps_per_epoch=steps_per_epoch),
+                          key=jax.random.key(0))
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
+                                                     sharding=replicated), shapes)
+
+
+# ----------------------------------------------------------------------------- steps
+
+def _to_unit(images: jax.Array) -> jax.Array:
+  return images.astype(jnp.float32) / 255.0
+
+
+def train_step(state: TrainState, images: jax.Array, labels: jax.Array,
+               loop_key: jax.Array, *, config: Config) -> tuple[TrainState, dict]:
+  """One optimisation step on a batch of uint8 images [B, 48, 48] and labels [B].
+
+  Returns the new state and the batch's metric sums (loss_sum, correct, count).
+  """
+  step_key = jax.random.fold_in(loop_key, state.step)
+  aug_key, dropout_key = jax.random.split(step_key)
+  x = augment_lib.augment_batch(aug_key, _to_unit(images), config.augment)[..., None]
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, config.num_classes),
+                                config.label_smoothing)
+
+  def loss_fn(params):
+    logits, updates = state.apply_fn(
+        {"params": params, "batch_stats": state.batch_stats}, x, train=True,
+        rngs={"dropout": dropout_key}, mutable=["batch_stats"])
+    loss = optax.softmax_cross_entropy(logits, targets).mean()
+    return loss, (logits, updates)
+
+  (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  state = state.apply_gradients(grads=grads,
+                                batch_stats=updates.get("batch_stats", {}))
+  n = labels.shape[0]
+  metrics = {"loss_sum": loss * n,
+             "correct": jnp.sum(jnp.argmax(logits, -1) == labels),
+             "count": jnp.asarray(n, jnp.int32)}
+  return state, metrics
+
+
+def predict_step(state: TrainState, images: jax.Array, *, tta: bool) -> jax.Array:
+  """Class probabilities [B, C] for uint8 images [B, 48, 48]; TTA averages 10 views."""
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  x = _to_unit(images)
+  if not tta:
+    return jax.nn.softmax(state.apply_fn(variables, x[..., None], train=False))
+  views = augment_lib.tta_views(x)  # [V, B, H, W]
+  v, b = views.shape[:2]
+  logits = state.apply_fn(variables, views.reshape(v * b, *x.shape[1:], 1), train=False)
+  return jax.nn.softmax(logits).reshape(v, b, -1).mean(0)
+
+
+class Steps:
+  """The jitted train and predict steps for one config on one mesh."""
+
+  def __init__(self, config: Config, mesh: Mesh):
+    replicated = NamedSharding(mesh, P())
+    data = NamedSharding(mesh, P("data"))
+    self.train = jax.jit(partial(train_step, config=config),
+                         in_shardings=(replicated, data, data, replicated),
+                         out_shardings=(replicated, replicated), donate_argnums=0)
+    self.predict = jax.jit(partial(predict_step, tta=False),
+                           in_shardings=(replicated, data), out_shardings=replicated)
+    self.predict_tta = jax.jit(partial(predict_step, tta=True),
+                               in_shardings=(replicated, data), out_shardings=replicated)
+    self.mesh = mesh
+
+
+def predict_split(steps: Steps, state: TrainState, split: input_pipeline.Split, *,
+                  tta: bool = False, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
+  """Probabilities [N, C] for a whole split (fixed-shape padded batches)."""
+  fn = steps.predict_tta if tta else steps.predict
+  sl = host_slice(batch_size)
+  out = []
+  for images, _, mask in input_pipeline.eval_batches(split, batch_size=batch_size):
+    (x,) = shard_batch(steps.mesh, images[sl])
+    out.append(np.asarray(jax.device_get(fn(state, x)))[mask])
+  return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def loss_and_accuracy(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+  nll = -np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-12))
+  return float(nll.mean()), float((probs.argmax(-1) == labels).mean())
+
+
+# ----------------------------------------------------------------------------- loop
+
+class _StopSignal:
+  """Turns SIGINT/SIGTERM into a flag checked at step boundaries; a second one kills."""
+
+  def __init__(self):
+    self.received: int | None = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread: no signal handling
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    if self.received is not None:
+      raise KeyboardInterrupt
+    self.received = signum
+    print(f"\n{signal.Signals(signum).name} received: saving a checkpoint at the next "
+          "step (send it again to quit at once)", file=sys.stderr, flush=True)
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+class Progress:
+  """A tqdm bar on a terminal; otherwise a plain line every ~quarter epoch."""
+
+  def __init__(self, *, epoch: int, epochs: int, total: int, initial: int):
+    self.is_tty = sys.stderr.isatty()
+    self.desc = f"epoch {epoch}/{epochs}"
+    self.total = total
+    self._bar = None
+    if self.is_tty:
+      from tqdm import tqdm
+      self._bar = tqdm(total=total, initial=initial, desc=self.desc, unit="step",
+                       leave=True, dynamic_ncols=True)
+
+  @property
+  def log_every(self) -> int:
+    return 10 if self.is_tty else max(1, self.total // 4)
+
+  def update(self, step: int, n: int, **stats) -> None:
+    text = " ".join(f"{k}={v}" for k, v in stats.items())
+    if self._bar is not None:
+      self._bar.update(n)
+      self._bar.set_postfix_str(text, refresh=False)
+    else:
+      print(f"{self.desc} step {step}/{self.total} {text}", file=sys.stderr, flush=True)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
+
+
+def _check_config(workdir: Path, config: Config) -> None:
+  """Refuses a config that conflicts with the one the workdir was started with."""
+  path = workdir / "config.json"
+  if not path.exists():
+    return
+  saved = json.loads(path.read_text())
+  new = json.loads(config.to_json())
+  diff = {k for k in set(saved) | set(new)
+          if saved.get(k) != new.get(k) and k not in RESUMABLE_CHANGES}
+  if diff:
+    details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {new.get(k)!r}"
+                        for k in sorted(diff))
+    raise ConfigError(
+        f"The workdir '{workdir}' holds a run with a different config ({details}). "
+        "Resume it with the same options, or start a new run with another --workdir.")
+
+
+def _is_better(value: float, best: float | None, monitor: str) -> bool:
+  if best is None:
+    return True
+  return value < best if monitor == "val_loss" else value > best
+
+
+@dataclasses.dataclass
+class Data:
+  train: input_pipeline.Split
+  val: input_pipeline.Split
+  test: input_pipeline.Split | None
+
+
+def prepare_data(config: Config, *, data=None, data_dir=None) -> Data:
+  """Loads train (and test, if present), cuts validation, applies --train-limit."""
+  loaded = input_pipeline.load_fer2013(data, splits=("train", "test"),
+                                       num_classes=config.num_classes,
+                                       data_dir=data_dir, required=("train",))
+  full = loaded["train"]
+  train_idx, val_idx = input_pipeline.split_validation(
+      full.labels, fraction=config.val_fraction, seed=config.val_seed)
+  train = full.take(train_idx)
+  if config.train_limit:
+    train = train.take(input_pipeline.stratified_limit(train.labels, config.train_limit))
+  if len(train) < config.batch_size:
+    raise DataError(f"Only {len(train)} training images after the validation cut, fewer "
+                    f"than one batch of {config.batch_size}: lower --batch-size or add "
+                    "data.")
+  return Data(train=train, val=full.take(val_idx), test=loaded.get("test"))
+
+
+def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, data=None,
+                       data_dir: str | None = None, mesh: Mesh | None = None,
+                       stop_after_steps: int | None = None) -> dict:
+  """Trains (or resumes) the run in `workdir`, then writes its report.
+
+  Args:
+    config: the run's configuration.
+    workdir: where config.json, metrics.jsonl, checkpoints and the report go.
+    data: FER2013 zip, csv or folder (None: $FERJAX_DATA or the TFDS manual dir).
+    data_dir: TFDS data dir for the prepared data set.
+    mesh: devices to train on (default: all).
+    stop_after_steps: behave as if interrupted after this many steps of this call
+      (checkpoint and return None), as SIGINT would; for tests.
+
+  Returns:
+    The report dict (also written to workdir/report.json), or None if interrupted.
+  """
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  _check_config(workdir, config)
+  mesh = mesh or make_mesh()
+  check_batch_size(config.batch_size, mesh)
+  check_batch_size(EVAL_BATCH_SIZE, mesh)
+  if jax.process_index() == 0:
+    (workdir / "config.json").write_text(config.to_json())
+
+  ds = prepare_data(config, data=data, data_dir=data_dir)
+  spe = configs.steps_per_epoch(len(ds.train), config.batch_size)
+  print(f"{config.variant}: {len(ds.train)} train / {len(ds.val)} validation images, "
+        f"{spe} steps per epoch, {mesh.devices.size} device(s) "
+        f"({jax.devices()[0].platform})", file=sys.stderr)
+
+  ckpt = checkpointing.Checkpoints(workdir)
+  template = abstract_state(config, mesh=mesh, steps_per_epoch=spe)
+  restored = ckpt.restore("latest", template)
+  if restored is None:
+    state = init_state(config, mesh=mesh, steps_per_epoch=spe)
+    extra = {"epoch": 0, "step_in_epoch": 0, "best_value": None, "best_epoch": None,
+             "wait": 0, "stopped_early": False, "sums": None}
+  else:
+    state, extra = restored
+    print(f"Resuming from epoch {extra['epoch'] + 1}, step {extra['step_in_epoch']} "
+          f"(global step {int(state.step)})", file=sys.stderr)
+
+  metrics_path = workdir / "metrics.jsonl"
+  history = [m for m in report.read_metrics(metrics_path) if m["epoch"] <= extra["epoch"]]
+  if jax.process_index() == 0:
+    metrics_path.write_text("".join(json.dumps(m) + "\n" for m in history))
+
+  steps = Steps(config, mesh)
+  _, schedule = make_optimizer(config, spe)
+  loop_key = jax.random.fold_in(jax.random.key(config.seed), 1)
+  sl = host_slice(config.batch_size)
+  steps_this_call = 0
+  try:
+    with _StopSignal() as stop:
+      while extra["epoch"] < config.epochs and not extra["stopped_early"]:
+        epoch = extra["epoch"]
+        start = extra["step_in_epoch"]
+        sums = ({k: jnp.asarray(v) for k, v in extra["sums"].items()}
+                if extra["sums"] else None)
+        batches = input_pipeline.Prefetcher(
+            ((im[sl], lb[sl]) for im, lb in input_pipeline.train_batches(
+                ds.train, batch_size=config.batch_size, seed=config.seed, epoch=epoch,
+                start_step=start)),
+            put=lambda b: shard_batch(mesh, *b))
+        progress = Progress(epoch=epoch + 1, epochs=config.epochs, total=spe,
+                            initial=start)
+        t0 = time.perf_counter()
+        done_steps, last_logged = start, start
+        interrupted = False
+        try:
+          for images, labels in batches:
+            state, m = steps.train(state, images, labels, loop_key)
+            sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+            done_steps += 1
+            steps_this_call += 1
+            if done_steps % progress.log_every == 0 or done_steps == spe:
+              s = jax.device_get(sums)
+              _check_finite(s, epoch + 1, done_steps)
+              rate = (done_steps - start) * config.batch_size / (time.perf_counter() - t0)
+              progress.update(done_steps, done_steps - last_logged,
+                              loss=f"{s['loss_sum'] / s['count']:.4f}",
+                              acc=f"{s['correct'] / s['count']:.4f}",
+                              img_s=f"{rate:.0f}")
+              last_logged = done_steps
+            if stop.received is not None or (stop_after_steps is not None and
+                                             steps_this_call >= stop_after_steps):
+              interrupted = True
+              break
+        finally:
+          progress.close()
+          batches.close()
+        train_seconds = time.perf_counter() - t0
+        s = jax.device_get(sums)
+        _check_finite(s, epoch + 1, done_steps)
+        if interrupted and done_steps < spe:
+          extra.update(step_in_epoch=done_steps,
+                       sums={k: v.item() for k, v in s.items()})
+          ckpt.save("latest", int(state.step), state, extra)
+          ckpt.wait()
+          print(f"Checkpoint saved at epoch {epoch + 1}, step {done_steps}/{spe}; run the "
+                "same command to resume.", file=sys.stderr)
+          return None
+
+        val_probs = predict_split(steps, state, ds.val)
+        val_loss, val_acc = loss_and_accuracy(val_probs, ds.val.labels)
+        row = {"epoch": epoch + 1,
+               "train_loss": float(s["loss_sum"] / s["count"]),
+               "train_accuracy": float(s["correct"] / s["count"]),
+               "val_loss": val_loss, "val_accuracy": val_acc,
+               "learning_rate": float(schedule(int(state.step))),
+               "epoch_seconds": round(time.perf_counter() - t0, 3),
+               "images_per_second": round((done_steps - start) * config.batch_size
+                                          / max(train_seconds, 1e-9), 1)}
+        history.append(row)
+        if jax.process_index() == 0:
+          with metrics_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        value = row[config.monitor]
+        improved = _is_better(value, extra["best_value"], config.monitor)
+        if improved:
+          extra.update(best_value=value, best_epoch=epoch + 1, wait=0)
+        else:
+          extra["wait"] += 1
+        extra.update(epoch=epoch + 1, step_in_epoch=0, sums=None)
+        if config.early_stopping and extra["wait"] >= config.patience:
+          extra["stopped_early"] = True
+        print(f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f} "
+              f"acc {row['train_accuracy']:.4f} | val loss {val_loss:.4f} "
+              f"acc {val_acc:.4f} | {row['epoch_seconds']:.0f}s "
+              f"{row['images_per_second']:.0f} img/s"
+              + (" *" if improved else ""), file=sys.stderr, flush=True)
+        # Without early stopping the final epoch is the model; with it, the best one.
+        if improved or not config.early_stopping:
+          ckpt.save("best", int(state.step), state, extra)
+        ckpt.save("latest", int(state.step), state, extra)
+        if extra["stopped_early"]:
+          print(f"Early stopping: no {config.monitor} improvement for "
+                f"{config.patience} epochs; best epoch {extra['best_epoch']}.",
+                file=sys.stderr)
+        if interrupted:
+          ckpt.wait()
+          print(f"Checkpoint saved after epoch {epoch + 1}; run the same command to "
+                "resume.", file=sys.stderr)
+          return None
+  finally:
+    ckpt.wait()
+
+  result = write_report(config, workdir, steps=steps, ckpt=ckpt, template=template,
+                        ds=ds, history=history)
+  ckpt.close()
+  return result
+
+
+def _check_finite(sums: dict, epoch: int, step: int) -> None:
+  if not math.isfinite(float(sums["loss_sum"])):
+    raise TrainingDiverged(
+        f"The training loss became {float(sums['loss_sum'])} in epoch {epoch} by step "
+        f"{step}. The last good checkpoint is kept (training resumes from it). Lower the "
+        "learning rate (--lr) or check the input data.")
+
+
+def write_report(config: Config, workdir: Path, *, steps: Steps, ckpt, template,
+                 ds: Data, history: list[dict]) -> dict:
+  """Evaluates the best checkpoint; writes report.json, curves.png and confusion.png."""
+  restored = ckpt.restore("best", template)
+  if restored is None:
+    raise ConfigError(f"No best checkpoint in '{workdir}': the run has not finished an "
+                      "epoch yet.")
+  state, extra = restored
+  names = class_names(config.num_classes)
+  out: dict[str, Any] = {
+      "variant": config.variant, "model": config.model,
+      "epochs_run": extra["epoch"], "best_epoch": extra["best_epoch"],
+      "stopped_early": extra["stopped_early"],
+      "train_seconds": round(sum(m["epoch_seconds"] for m in history), 1),
+      "device": f"{jax.devices()[0].platform} x{len(jax.devices())}",
+  }
+  train_probs = predict_split(steps, state, ds.train)
+  out["train_accuracy_clean"] = loss_and_accuracy(train_probs, ds.train.labels)[1]
+  val_probs = predict_split(steps, state, ds.val)
+  val_tta = predict_split(steps, state, ds.val, tta=True)
+  out["validation"] = report.summarize(ds.val.labels, val_probs, val_tta, names,
+                                       "validation")
+  if ds.test is not None:
+    test_probs = predict_split(steps, state, ds.test)
+    test_tta = predict_split(steps, state, ds.test, tta=True)
+    out["test"] = report.summarize(ds.test.labels, test_probs, test_tta, names, "test")
+  else:
+    out["test"] = None
+  if jax.process_index() == 0:
+    (workdir / "report.json").write_text(json.dumps(out, indent=2))
+    title = f"ferjax {config.variant} ({config.model})"
+    report.plot_curves(history, workdir / "curves.png", title=title)
+    report.plot_confusion(out["test"] or out["validation"], workdir / "confusion.png",
+                          title=title)
+  line = (f"{config.variant}: clean train accuracy {out['train_accuracy_clean']:.4f}, "
+          f"validation {out['validation']['accuracy']:.4f}")
+  if out["test"]:
+    line += (f", test {out['test']['accuracy']:.4f} "
+             f"(with TTA {out['test']['accuracy_tta']:.4f})")
+  print(line + f"; report in {workdir / 'report.json'}", file=sys.stderr)
+  return out
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def build_parser() -> argparse.ArgumentParser:
+  variants = "\n".join(f"  {name:15s} {fn.__doc__.strip().splitlines()[0]}"
+                       for name, fn in configs.VARIANTS.items())
+  p = argparse.ArgumentParser(
+      prog="python -m ferjax.train",
+      description="Train a FER2013 expression classifier. Variants:\n" + variants,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--variant", default="augmented", choices=list(configs.VARIANTS),
+                 help="which model and recipe (default: augmented)")
+  p.add_argument("--data", default=None,
+                 help="FER2013 zip, csv or folder (default: $FERJAX_DATA, else the TFDS "
+                      "manual dir)")
+  p.add_argument("--data-dir", default=None,
+                 help="TFDS data dir for the prepared data (default: ~/tensorflow_datasets)")
+  p.add_argument("--workdir", default=None,
+                 help="where checkpoints and reports go (default: runs/VARIANT)")
+  p.add_argument("--epochs", type=int, help="maximum epochs")
+  p.add_argument("--batch-size", type=int)
+  p.add_argument("--lr", type=float, help="peak learning rate")
+  p.add_argument("--seed", type=int)
+  p.add_argument("--classes", type=int, choices=(6, 7),
+                 help="6 (default; Disgust dropped) or 7")
+  p.add_argument("--train-limit", type=int,
+                 help="train on the first N training images (stratified), for smoke runs")
+  p.add_argument("--dtype", choices=("float32", "bfloat16"),
+                 help="compute dtype (bfloat16: mixed precision on accelerators)")
+  return p
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+  config = configs.get_config(args.variant)
+  overrides = {"epochs": args.epochs, "batch_size": args.batch_size,
+               "learning_rate": args.lr, "seed": args.seed, "num_classes": args.classes,
+               "train_limit": args.train_limit, "dtype": args.dtype}
+  overrides = {k: v for k, v in overrides.items() if v is not None}
+  for k in ("epochs", "batch_size", "train_limit"):
+    if k in overrides and overrides[k] <= 0:
+      raise ConfigError(f"--{k.replace('_', '-')} must be positive, got {overrides[k]}")
+  if "learning_rate" in overrides and not overrides["learning_rate"] > 0:
+    raise ConfigError(f"--lr must be positive, got {overrides['learning_rate']}")
+  return dataclasses.replace(config, **overrides)
+
+
+def main(argv=None) -> None:
+  args = build_parser().parse_args(argv)
+  from ferjax import distributed
+  distributed.maybe_initialize()
+  config = config_from_args(args)
+  workdir = args.workdir or os.path.join("runs", config.variant)
+  train_and_evaluate(config, workdir, data=args.data, data_dir=args.data_dir)
+
+
+if __name__ == "__main__":
+  run_cli(main)
