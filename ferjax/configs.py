@@ -70,10 +70,10 @@ def early_stopping() -> Config:
 
 def augmented() -> Config:
   """The seed's model 3: a VGG-style BatchNorm CNN, on-device augmentation, cosine schedule, early stopping."""
-  return Config(variant="augmented", model="vgg", epochs=60, batch_size=128,
+  return Config(variant="augmented", model="vgg", epochs=100, batch_size=128,
                 learning_rate=0.05, optimizer="sgd", weight_decay=5e-4,
                 schedule="cosine", warmup_epochs=2, label_smoothing=0.1,
-                early_stopping=True, patience=15, monitor="val_accuracy",
+                early_stopping=True, patience=30, monitor="val_accuracy",
                 augment=AugmentConfig())
 
 

@@ -548,6 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--epochs", type=int, help="maximum epochs")
   p.add_argument("--batch-size", type=int)
   p.add_argument("--lr", type=float, help="peak learning rate")
+  p.add_argument("--patience", type=int,
+                 help="early stopping: epochs without improvement before stopping")
   p.add_argument("--seed", type=int)
   p.add_argument("--classes", type=int, choices=(6, 7),
                  help="6 (default; Disgust dropped) or 7")
@@ -561,10 +563,10 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> Config:
   config = configs.get_config(args.variant)
   overrides = {"epochs": args.epochs, "batch_size": args.batch_size,
-               "learning_rate": args.lr, "seed": args.seed, "num_classes": args.classes,
+               "learning_rate": args.lr, "seed": args.seed, "patience": args.patience, "num_classes": args.classes,
                "train_limit": args.train_limit, "dtype": args.dtype}
   overrides = {k: v for k, v in overrides.items() if v is not None}
-  for k in ("epochs", "batch_size", "train_limit"):
+  for k in ("epochs", "batch_size", "train_limit", "patience"):
     if k in overrides and overrides[k] <= 0:
       raise ConfigError(f"--{k.replace('_', '-')} must be positive, got {overrides[k]}")
   if "learning_rate" in overrides and not overrides["learning_rate"] > 0:
