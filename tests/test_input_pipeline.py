@@ -1,0 +1,61 @@
+"""Host-side data handling: validation cut, limits, batching order and prefetch."""
+
+import numpy as np
+import pytest
+
+from ferjax import input_pipeline as ip
+
+
+def test_validation_cut_is_stratified_deterministic_and_disjoint():
+  labels = np.repeat(np.arange(5), [100, 50, 200, 30, 20])
+  tr, va = ip.split_validation(labels, fraction=0.1, seed=0)
+  tr2, va2 = ip.split_validation(labels, fraction=0.1, seed=0)
+  np.testing.assert_array_equal(va, va2)
+  assert not set(tr) & set(va) and len(tr) + len(va) == len(labels)
+  np.testing.assert_array_equal(np.bincount(labels[va]), [10, 5, 20, 3, 2])
+  _, va3 = ip.split_validation(labels, fraction=0.1, seed=1)
+  assert set(va3) != set(va)
+
+
+def test_stratified_limit_keeps_class_shares():
+  labels = np.repeat(np.arange(3), [600, 300, 100])
+  idx = ip.stratified_limit(labels, 100)
+  assert len(idx) == 100
+  np.testing.assert_array_equal(np.bincount(labels[idx]), [60, 30, 10])
+  np.testing.assert_array_equal(idx[:60], np.arange(60))  # the first of each class
+  assert len(ip.stratified_limit(labels, 5000)) == 1000
+
+
+def test_batches_are_a_function_of_seed_and_epoch_and_resume_mid_epoch():
+  split = ip.Split(np.arange(100 * 4, dtype=np.uint8).reshape(100, 2, 2),
+                   np.arange(100, dtype=np.int32))
+  full = [b[1] for b in ip.train_batches(split, batch_size=16, seed=3, epoch=2)]
+  assert len(full) == 6  # 100 // 16; the remainder is dropped
+  assert len(set(np.concatenate(full).tolist())) == 96
+  resumed = [b[1] for b in ip.train_batches(split, batch_size=16, seed=3, epoch=2,
+                                            start_step=4)]
+  for a, b in zip(full[4:], resumed):
+    np.testing.assert_array_equal(a, b)
+  other = [b[1] for b in ip.train_batches(split, batch_size=16, seed=3, epoch=3)]
+  assert not np.array_equal(np.concatenate(full), np.concatenate(other))
+
+
+def test_eval_batches_pad_and_mask():
+  split = ip.Split(np.ones((10, 48, 48), np.uint8), np.arange(10, dtype=np.int32))
+  batches = list(ip.eval_batches(split, batch_size=4))
+  assert [b[0].shape for b in batches] == [(4, 48, 48)] * 3
+  assert batches[-1][2].tolist() == [True, True, False, False]
+  assert np.concatenate([b[1][b[2]] for b in batches]).tolist() == list(range(10))
+
+
+def test_prefetcher_keeps_order_and_reraises():
+  assert list(ip.Prefetcher(iter(range(20)), size=3)) == list(range(20))
+
+  def broken():
+    yield 1
+    raise RuntimeError("boom")
+
+  it = ip.Prefetcher(broken())
+  assert next(it) == 1
+  with pytest.raises(RuntimeError, match="boom"):
+    next(it)
