@@ -111,8 +111,10 @@ def create_train_state(config: Config, *, key: jax.Array, steps_per_epoch: int
   model = create_model(config)
   variables = model.init(key, jnp.zeros((1, 48, 48, 1), jnp.float32), train=False)
   tx, _ = make_optimizer(config, steps_per_epoch)
-  return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
-                           batch_stats=variables.get("batch_stats", {}))
+  state = TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                            batch_stats=variables.get("batch_stats", {}))
+  # A strongly typed step: a restored one is, and a weak one would recompile the step.
+  return state.replace(step=jnp.zeros((), jnp.int32))
 
 
 def init_state(config: Config, *, mesh: Mesh, steps_per_epoch: int) -> TrainState:
@@ -125,12 +127,20 @@ def init_state(config: Config, *, mesh: Mesh, steps_per_epoch: int) -> TrainStat
 
 def abstract_state(config: Config, *, mesh: Mesh, steps_per_epoch: int) -> TrainState:
   """Shapes, dtypes and (replicated) shardings of the state, for restoring."""
-  replicated = NamedSharding(mesh, P())
   shapes = jax.eval_shape(partial(create_train_state, config,
                                   steps_per_epoch=steps_per_epoch),
                           key=jax.random.key(0))
-  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
-                                                     sharding=replicated), shapes)
+  return abstract_like(shapes, NamedSharding(mesh, P()))
+
+
+def abstract_like(state: TrainState, sharding=None) -> TrainState:
+  """A restore template with `state`'s structure, including its apply_fn and tx.
+
+  Restoring into it gives a state that jitted steps compiled for `state` accept
+  without recompiling (their cache key includes the tree's static fields).
+  """
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(
+      a.shape, a.dtype, sharding=sharding or a.sharding), state)
 
 
 # ----------------------------------------------------------------------------- steps
@@ -354,10 +364,10 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, data=None,
         f"({jax.devices()[0].platform})", file=sys.stderr)
 
   ckpt = checkpointing.Checkpoints(workdir)
-  template = abstract_state(config, mesh=mesh, steps_per_epoch=spe)
+  state = init_state(config, mesh=mesh, steps_per_epoch=spe)
+  template = abstract_like(state)
   restored = ckpt.restore("latest", template)
   if restored is None:
-    state = init_state(config, mesh=mesh, steps_per_epoch=spe)
     extra = {"epoch": 0, "step_in_epoch": 0, "best_value": None, "best_epoch": None,
              "wait": 0, "stopped_early": False, "sums": None}
   else:
@@ -471,7 +481,7 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, data=None,
     ckpt.wait()
 
   result = write_report(config, workdir, steps=steps, ckpt=ckpt, template=template,
-                        ds=ds, history=history)
+                        ds=ds, history=history, run=extra)
   ckpt.close()
   return result
 
@@ -485,13 +495,17 @@ def _check_finite(sums: dict, epoch: int, step: int) -> None:
 
 
 def write_report(config: Config, workdir: Path, *, steps: Steps, ckpt, template,
-                 ds: Data, history: list[dict]) -> dict:
-  """Evaluates the best checkpoint; writes report.json, curves.png and confusion.png."""
+                 ds: Data, history: list[dict], run: dict) -> dict:
+  """Evaluates the best checkpoint; writes report.json, curves.png and confusion.png.
+
+  `run` is the loop's state (epochs run, best epoch, whether it stopped early).
+  """
   restored = ckpt.restore("best", template)
   if restored is None:
     raise ConfigError(f"No best checkpoint in '{workdir}': the run has not finished an "
                       "epoch yet.")
-  state, extra = restored
+  state, _ = restored
+  extra = run
   names = class_names(config.num_classes)
   out: dict[str, Any] = {
       "variant": config.variant, "model": config.model,

@@ -1,0 +1,189 @@
+"""The training loop: learning, early stopping, resume, recompilation, divergence, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ferjax import checkpointing, configs, evaluate, predict, train
+from ferjax.errors import ConfigError, TrainingDiverged, run_cli
+
+TINY = dataclasses.replace(configs.tiny(), epochs=2, num_classes=7)
+
+
+def _params(workdir: Path, which: str, config) -> dict:
+  mesh = train.make_mesh()
+  ckpt = checkpointing.Checkpoints(workdir)
+  state, extra = ckpt.restore(which, train.abstract_state(config, mesh=mesh,
+                                                          steps_per_epoch=1))
+  ckpt.close()
+  return jax.device_get(state.params), extra
+
+
+def test_accuracy_rises_on_a_learnable_toy_set(tmp_path, toy_zip, tfds_dir):
+  config = dataclasses.replace(TINY, epochs=4, early_stopping=False)
+  rep = train.train_and_evaluate(config, tmp_path, data=toy_zip, data_dir=tfds_dir)
+  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+  assert rows[-1]["train_accuracy"] > rows[0]["train_accuracy"]
+  assert rows[-1]["val_loss"] < rows[0]["val_loss"]
+  # Chance is 1/7; the bars are easy.
+  assert rep["test"]["accuracy"] > 0.6 and rep["train_accuracy_clean"] > 0.6
+  assert rep["test"]["n"] == 42 and len(rep["test"]["confusion_matrix"]) == 7
+  for f in ("config.json", "report.json", "curves.png", "confusion.png"):
+    assert (tmp_path / f).stat().st_size > 0
+  assert set(rows[0]) >= {"train_loss", "train_accuracy", "val_loss", "val_accuracy",
+                          "learning_rate", "epoch_seconds", "images_per_second"}
+
+
+def test_early_stopping_stops_and_keeps_the_best(tmp_path, toy_zip, tfds_dir):
+  # A learning rate of zero never improves after epoch 1: patience 2 stops at epoch 3.
+  config = dataclasses.replace(TINY, epochs=10, learning_rate=1e-12, patience=2,
+                               monitor="val_accuracy")
+  rep = train.train_and_evaluate(config, tmp_path, data=toy_zip, data_dir=tfds_dir)
+  assert rep["stopped_early"] and rep["epochs_run"] == 3 and rep["best_epoch"] == 1
+  _, extra = _params(tmp_path, "best", config)
+  assert extra["best_epoch"] == 1 and extra["epoch"] == 1
+
+
+def test_resume_equals_uninterrupted_and_no_recompilation(tmp_path, toy_zip, tfds_dir,
+                                                          monkeypatch):
+  made = []
+  real_steps = train.Steps
+  monkeypatch.setattr(train, "Steps", lambda *a, **k: made.append(real_steps(*a, **k))
+                      or made[-1])
+  config = dataclasses.replace(TINY, augment=configs.augmented().augment)
+  ref = train.train_and_evaluate(config, tmp_path / "a", data=toy_zip, data_dir=tfds_dir)
+  assert made[0].train._cache_size() == 1  # two epochs, one compilation
+  assert made[0].predict._cache_size() == 1
+
+  # Interrupted twice: mid-epoch 1 and mid-epoch 2, each time resumed.
+  assert train.train_and_evaluate(config, tmp_path / "b", data=toy_zip,
+                                  data_dir=tfds_dir, stop_after_steps=3) is None
+  assert train.train_and_evaluate(config, tmp_path / "b", data=toy_zip,
+                                  data_dir=tfds_dir, stop_after_steps=5) is None
+  got = train.train_and_evaluate(config, tmp_path / "b", data=toy_zip, data_dir=tfds_dir)
+
+  a, _ = _params(tmp_path / "a", "latest", config)
+  b, _ = _params(tmp_path / "b", "latest", config)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  rows = lambda d: (d / "metrics.jsonl").read_text().splitlines()
+  strip = lambda r: {k: v for k, v in json.loads(r).items()
+                     if k not in ("epoch_seconds", "images_per_second")}
+  assert [strip(r) for r in rows(tmp_path / "a")] == [strip(r) for r in rows(tmp_path / "b")]
+  assert got["test"]["accuracy"] == ref["test"]["accuracy"]
+  assert got["validation"]["confusion_matrix"] == ref["validation"]["confusion_matrix"]
+
+
+def test_more_epochs_continue_a_finished_run_but_other_changes_are_refused(
+    tmp_path, toy_zip, tfds_dir):
+  config = dataclasses.replace(TINY, epochs=1, early_stopping=False)
+  train.train_and_evaluate(config, tmp_path, data=toy_zip, data_dir=tfds_dir)
+  rep = train.train_and_evaluate(dataclasses.replace(config, epochs=2), tmp_path,
+                                 data=toy_zip, data_dir=tfds_dir)
+  assert rep["epochs_run"] == 2
+  with pytest.raises(ConfigError, match="learning_rate: saved 0.003, now 0.1"):
+    train.train_and_evaluate(dataclasses.replace(config, learning_rate=0.1), tmp_path,
+                             data=toy_zip, data_dir=tfds_dir)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
+    tmp_path, toy_zip, tfds_dir, monkeypatch):
+  real_step = train.train_step
+
+  def poisoned(state, images, labels, key, *, config):
+    new, m = real_step(state, images, labels, key, config=config)
+    m["loss_sum"] = jnp.where(state.step >= 6, jnp.nan, m["loss_sum"])  # in epoch 2
+    return new, m
+
+  monkeypatch.setattr(train, "train_step", poisoned)
+  config = dataclasses.replace(TINY, epochs=3, early_stopping=False)
+  with pytest.raises(TrainingDiverged, match="loss became nan in epoch 2"):
+    train.train_and_evaluate(config, tmp_path, data=toy_zip, data_dir=tfds_dir)
+  params, extra = _params(tmp_path, "latest", config)
+  assert extra["epoch"] == 1  # the end of epoch 1 (4 steps), before the NaN
+  assert all(np.isfinite(p).all() for p in jax.tree.leaves(params))
+
+
+def test_evaluate_and_predict(tmp_path, toy_zip, toy_splits, tfds_dir, capsys):
+  config = dataclasses.replace(TINY, epochs=3, early_stopping=False)
+  rep = train.train_and_evaluate(config, tmp_path, data=toy_zip, data_dir=tfds_dir)
+  capsys.readouterr()
+  evaluate.main(["--workdir", str(tmp_path), "--data", str(toy_zip), "--data-dir",
+                 str(tfds_dir), "--json"])
+  out = json.loads(capsys.readouterr().out)
+  assert {"split", "n", "accuracy", "accuracy_tta", "per_class_recall",
+          "confusion_matrix", "classes"} <= set(out)
+  assert out["accuracy"] == rep["test"]["accuracy"] and out["n"] == 42
+
+  from PIL import Image
+  x, y = toy_splits["test"]
+  photo = tmp_path / "face.png"
+  Image.fromarray(np.kron(x[-1], np.ones((3, 3), np.uint8))).convert("RGB").save(photo)
+  results = predict.predict(tmp_path, [photo])
+  assert abs(sum(results[0]["probabilities"].values()) - 1) < 1e-3
+  with pytest.raises(Exception, match="not an image"):
+    (tmp_path / "x.jpg").write_text("hello")
+    predict.predict(tmp_path, [tmp_path / "x.jpg"])
+
+
+def test_cli_errors_are_one_paragraph_not_a_traceback(tmp_path, capsys):
+  with pytest.raises(SystemExit) as e:
+    run_cli(lambda: train.main(["--variant", "tiny", "--data", str(tmp_path / "no.zip"),
+                                "--workdir", str(tmp_path / "w")]))
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: FER2013 was not found") and "Traceback" not in err
+  with pytest.raises(SystemExit):
+    run_cli(lambda: train.main(["--variant", "tiny", "--epochs", "0"]))
+  assert "--epochs must be positive" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    run_cli(lambda: evaluate.main(["--workdir", str(tmp_path / "none")]))
+  assert "is not a ferjax run" in capsys.readouterr().err
+
+
+def test_help_lists_variants(capsys):
+  with pytest.raises(SystemExit):
+    train.main(["--help"])
+  out = capsys.readouterr().out
+  for v in ("basic", "early-stopping", "augmented"):
+    assert f"  {v} " in out
+
+
+def test_sigint_saves_a_checkpoint_and_the_run_resumes(tmp_path, toy_zip, tfds_dir):
+  """A real SIGINT to the real command: checkpoint, clean exit, then resume to the end."""
+  workdir = tmp_path / "run"
+  cmd = [sys.executable, "-m", "ferjax.train", "--variant", "tiny", "--epochs", "40",
+         "--patience", "100",
+         "--classes", "7", "--data", str(toy_zip), "--data-dir", str(tfds_dir),
+         "--workdir", str(workdir)]
+  proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+  lines = []
+  for line in proc.stderr:
+    lines.append(line)
+    if line.startswith("epoch 2/40"):  # training is under way
+      proc.send_signal(signal.SIGINT)
+      break
+  rest = proc.communicate(timeout=120)[1]
+  assert proc.returncode == 0, "".join(lines) + rest
+  assert "Checkpoint saved" in rest and "Traceback" not in rest
+  ckpt = checkpointing.Checkpoints(workdir)
+  step = ckpt.latest_step()
+  ckpt.close()
+  assert step is not None and step > 0
+  out = subprocess.run(cmd + ["--epochs", "3"], capture_output=True, text=True, timeout=300)
+  # Interrupted beyond epoch 3? Then there is nothing left to train: it reports at once.
+  assert out.returncode == 0, out.stderr
+  assert "report in" in out.stderr and (workdir / "report.json").exists()
