@@ -1,0 +1,171 @@
+"""Benchmark: train and eval throughput, achieved FLOP rate, input waits, memory.
+
+    python -m ferjax.bench [--variant augmented] [--batch-size N] [--steps N]
+                           [--repeats N] [--json]
+
+Runs the real jitted steps on synthetic FER2013-shaped data (25,445 random 48x48
+images: the size of the training split), fed through the real input pipeline, so the
+time spent waiting for batches is measured as training sees it. All figures are taken
+after a warm-up (compilation) and reported as the median over repeats, with the spread.
+The machine's reference rate is a large float32 matmul timed in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ferjax import configs, input_pipeline, train
+from ferjax.errors import run_cli
+
+NUM_TRAIN = 25_445
+
+
+def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+  """GFLOP/s of an n x n x n float32 matmul: the machine's practical peak."""
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  f = jax.jit(jnp.dot)
+  f(a, b).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a, b).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return 2 * n**3 / min(times) / 1e9
+
+
+def _flops(compiled) -> float | None:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  return float(cost["flops"]) if cost and "flops" in cost else None
+
+
+def _spread(xs: list[float]) -> dict:
+  return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
+
+
+def run(config: configs.Config, *, steps: int, repeats: int) -> dict:
+  mesh = train.make_mesh()
+  train.check_batch_size(config.batch_size, mesh)
+  rng = np.random.default_rng(0)
+  split = input_pipeline.Split(
+      rng.integers(0, 256, (NUM_TRAIN, 48, 48), dtype=np.uint8),
+      rng.integers(0, config.num_classes, NUM_TRAIN).astype(np.int32))
+  spe = configs.steps_per_epoch(len(split), config.batch_size)
+  state = train.init_state(config, mesh=mesh, steps_per_epoch=spe)
+  step_fns = train.Steps(config, mesh)
+  loop_key = jax.random.key(0)
+  sl = train.host_slice(config.batch_size)
+
+  x0, y0 = train.shard_batch(mesh, split.images[:config.batch_size][sl],
+                             split.labels[:config.batch_size][sl])
+  compiled = step_fns.train.lower(state, x0, y0, loop_key).compile()
+  train_flops = _flops(compiled)
+  for _ in range(2):  # warm-up
+    state, m = step_fns.train(state, x0, y0, loop_key)
+  jax.block_until_ready(m)
+
+  rates, waits, totals = [], [], []
+  epoch = 0
+  for r in range(repeats):
+    batches = input_pipeline.Prefetcher(
+        ((im[sl], lb[sl]) for im, lb in input_pipeline.train_batches(
+            split, batch_size=config.batch_size, seed=r, epoch=epoch)),
+        put=lambda b: train.shard_batch(mesh, *b))
+    t = time.perf_counter()
+    n = 0
+    for images, labels in batches:
+      state, m = step_fns.train(state, images, labels, loop_key)
+      n += 1
+      if n == steps:
+        break
+    jax.block_until_ready((state, m))
+    dt = time.perf_counter() - t
+    batches.close()
+    rates.append(n * config.batch_size / dt)
+    waits.append(batches.wait_seconds)
+    totals.append(dt)
+
+  eval_split = split.take(np.arange(min(len(split), 8 * train.EVAL_BATCH_SIZE)))
+  eval_rates = {}
+  for name, tta in (("eval", False), ("eval_tta", True)):
+    train.predict_split(step_fns, state, eval_split.take(np.arange(
+        train.EVAL_BATCH_SIZE)), tta=tta)  # warm-up
+    times = []
+    for _ in range(max(2, repeats)):
+      t = time.perf_counter()
+      train.predict_split(step_fns, state, eval_split, tta=tta)
+      times.append(time.perf_counter() - t)
+    eval_rates[name] = [len(eval_split) / t for t in times]
+
+  median_rate = statistics.median(rates)
+  step_seconds = config.batch_size / median_rate
+  peak = matmul_peak()
+  achieved = train_flops / step_seconds / 1e9 if train_flops else None
+  return {
+      "variant": config.variant, "model": config.model,
+      "batch_size": config.batch_size, "steps": steps, "repeats": repeats,
+      "devices": f"{jax.devices()[0].platform} x{len(jax.devices())}",
+      "device_kind": jax.devices()[0].device_kind,
+      "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cpus",
+      "jax": jax.__version__,
+      "train_images_per_second": _spread(rates),
+      "eval_images_per_second": _spread(eval_rates["eval"]),
+      "eval_tta_images_per_second": _spread(eval_rates["eval_tta"]),
+      "eval_speedup_per_image": statistics.median(eval_rates["eval"]) / median_rate,
+      "eval_tta_speedup_per_image": statistics.median(eval_rates["eval_tta"]) / median_rate,
+      "train_gflop_per_step": train_flops / 1e9 if train_flops else None,
+      "achieved_gflops": achieved,
+      "matmul_peak_gflops": peak,
+      "fraction_of_peak": achieved / peak if achieved else None,
+      "input_wait_fraction": sum(waits) / sum(totals),
+      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+  }
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(prog="python -m ferjax.bench", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--variant", default="augmented", choices=list(configs.VARIANTS))
+  p.add_argument("--batch-size", type=int)
+  p.add_argument("--steps", type=int, default=10, help="train steps per repeat")
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--dtype", choices=("float32", "bfloat16"))
+  p.add_argument("--json", action="store_true", help="print one JSON object")
+  args = p.parse_args(argv)
+  config = configs.get_config(args.variant)
+  overrides = {k: v for k, v in (("batch_size", args.batch_size), ("dtype", args.dtype))
+               if v is not None}
+  config = dataclasses.replace(config, **overrides)
+  out = run(config, steps=args.steps, repeats=args.repeats)
+  if args.json:
+    print(json.dumps(out))
+    return
+  r = out["train_images_per_second"]
+  print(f"{out['variant']} ({out['model']}), batch {out['batch_size']}, {out['devices']}")
+  print(f"  train   {r['median']:8.1f} img/s  (min {r['min']:.1f}, max {r['max']:.1f})")
+  for k in ("eval", "eval_tta"):
+    e = out[f"{k}_images_per_second"]
+    print(f"  {k:8s}{e['median']:8.1f} img/s  ({out[f'{k}_speedup_per_image']:.1f}x a "
+          "train step per image)")
+  if out["achieved_gflops"]:
+    print(f"  {out['achieved_gflops']:.1f} GFLOP/s achieved of {out['matmul_peak_gflops']:.1f}"
+          f" matmul peak ({100 * out['fraction_of_peak']:.0f}%)")
+  print(f"  input wait {100 * out['input_wait_fraction']:.1f}% of step time; peak RSS "
+        f"{out['peak_rss_mib']:.0f} MiB")
+
+
+if __name__ == "__main__":
+  run_cli(main)
