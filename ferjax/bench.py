@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ferjax import configs, input_pipeline, train
+from ferjax.augment import NO_AUGMENT
 from ferjax.errors import run_cli
 
 NUM_TRAIN = 25_445
@@ -116,6 +117,7 @@ def run(config: configs.Config, *, steps: int, repeats: int) -> dict:
   achieved = train_flops / step_seconds / 1e9 if train_flops else None
   return {
       "variant": config.variant, "model": config.model,
+      "augment": config.augment.enabled,
       "batch_size": config.batch_size, "steps": steps, "repeats": repeats,
       "devices": f"{jax.devices()[0].platform} x{len(jax.devices())}",
       "device_kind": jax.devices()[0].device_kind,
@@ -143,11 +145,15 @@ def main(argv=None) -> None:
   p.add_argument("--steps", type=int, default=10, help="train steps per repeat")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--dtype", choices=("float32", "bfloat16"))
+  p.add_argument("--no-augment", action="store_true",
+                 help="switch augmentation off (the network alone)")
   p.add_argument("--json", action="store_true", help="print one JSON object")
   args = p.parse_args(argv)
   config = configs.get_config(args.variant)
   overrides = {k: v for k, v in (("batch_size", args.batch_size), ("dtype", args.dtype))
                if v is not None}
+  if args.no_augment:
+    overrides["augment"] = NO_AUGMENT
   config = dataclasses.replace(config, **overrides)
   out = run(config, steps=args.steps, repeats=args.repeats)
   if args.json:

@@ -1,0 +1,119 @@
+"""Side by side on one machine: ferjax's train step against PyTorch for the same network.
+
+    pip install -e ".[torch]"      # PyTorch is an optional extra, never a ferjax dependency
+    python experiments/torch_side_by_side.py [--variant augmented] [--batch-size 128]
+
+PyTorch gets the network of the ferjax variant, layer for layer (3x3 conv without bias,
+BatchNorm, ReLU; 2x2 max pooling and dropout per stage; dense + BatchNorm + ReLU,
+dropout, classifier), the same input size and batch, SGD with Nesterov momentum and
+weight decay, label-smoothed cross-entropy, channels-last memory format, float32, on
+the CPU with as many threads as cores. Both sides train on random data after a warm-up;
+each side runs in its own process. ferjax is measured by `python -m ferjax.bench`
+with augmentation off (`--no-augment`), so both do the same work, and once more with
+its augmentation on, as it trains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+
+def torch_images_per_second(*, widths, convs_per_stage, dense, num_classes, batch_size,
+                            steps, repeats) -> list[float]:
+  import torch
+  from torch import nn
+  torch.set_num_threads(os.cpu_count())
+  torch.manual_seed(0)
+  layers, c_in = [], 1
+  for w in widths:
+    for _ in range(convs_per_stage):
+      layers += [nn.Conv2d(c_in, w, 3, padding=1, bias=False), nn.BatchNorm2d(w),
+                 nn.ReLU(inplace=True)]
+      c_in = w
+    layers += [nn.MaxPool2d(2), nn.Dropout(0.1)]
+  side = 48 // 2 ** len(widths)
+  layers += [nn.Flatten(), nn.Linear(c_in * side * side, dense, bias=False),
+             nn.BatchNorm1d(dense), nn.ReLU(inplace=True), nn.Dropout(0.4),
+             nn.Linear(dense, num_classes)]
+  model = nn.Sequential(*layers).to(memory_format=torch.channels_last)
+  opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True,
+                        weight_decay=5e-4)
+  loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+  x = torch.rand(batch_size, 1, 48, 48).to(memory_format=torch.channels_last)
+  y = torch.randint(0, num_classes, (batch_size,))
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    opt.step()
+    return loss
+
+  model.train()
+  for _ in range(3):
+    step()
+  rates = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    for _ in range(steps):
+      step()
+    rates.append(steps * batch_size / (time.perf_counter() - t))
+  return rates
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--variant", default="augmented")
+  p.add_argument("--batch-size", type=int, default=None)
+  p.add_argument("--steps", type=int, default=10)
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--json", action="store_true")
+  args = p.parse_args()
+
+  from ferjax import configs, models
+  config = configs.get_config(args.variant)
+  batch = args.batch_size or config.batch_size
+  arch = models.MODELS[config.model].keywords
+  torch_rates = torch_images_per_second(
+      widths=arch["widths"], convs_per_stage=arch["convs_per_stage"], dense=arch["dense"],
+      num_classes=config.num_classes, batch_size=batch, steps=args.steps,
+      repeats=args.repeats)
+
+  def bench(*extra):
+    cmd = [sys.executable, "-m", "ferjax.bench", "--variant", args.variant,
+           "--batch-size", str(batch), "--steps", str(args.steps), "--repeats",
+           str(args.repeats), "--json", *extra]
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True,
+                                     text=True).stdout.strip().splitlines()[-1])
+
+  plain = bench("--no-augment")
+  augmented = bench()
+  t = statistics.median(torch_rates)
+  j = plain["train_images_per_second"]["median"]
+  out = {"variant": args.variant, "model": config.model, "batch_size": batch,
+         "torch_images_per_second": {"median": t, "min": min(torch_rates),
+                                     "max": max(torch_rates)},
+         "ferjax_images_per_second": plain["train_images_per_second"],
+         "ferjax_augmented_images_per_second": augmented["train_images_per_second"],
+         "ratio_ferjax_over_torch": j / t,
+         "ferjax_fraction_of_peak": plain["fraction_of_peak"],
+         "xla_flags": os.environ.get("XLA_FLAGS", "")}
+  if args.json:
+    print(json.dumps(out))
+    return
+  print(f"{args.variant} ({config.model}), batch {batch}, {os.cpu_count()} CPUs")
+  print(f"  PyTorch                 {t:7.1f} img/s")
+  print(f"  ferjax (no augment)     {j:7.1f} img/s   ratio {j / t:.2f}x")
+  print(f"  ferjax (augmented step) "
+        f"{augmented['train_images_per_second']['median']:7.1f} img/s")
+
+
+if __name__ == "__main__":
+  main()
