@@ -141,6 +141,7 @@ def main(argv=None) -> None:
   p = argparse.ArgumentParser(prog="python -m ferjax.bench", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--variant", default="augmented", choices=list(configs.VARIANTS))
+  p.add_argument("--model", help="another architecture from ferjax.models.MODELS")
   p.add_argument("--batch-size", type=int)
   p.add_argument("--steps", type=int, default=10, help="train steps per repeat")
   p.add_argument("--repeats", type=int, default=3)
@@ -150,8 +151,8 @@ def main(argv=None) -> None:
   p.add_argument("--json", action="store_true", help="print one JSON object")
   args = p.parse_args(argv)
   config = configs.get_config(args.variant)
-  overrides = {k: v for k, v in (("batch_size", args.batch_size), ("dtype", args.dtype))
-               if v is not None}
+  overrides = {k: v for k, v in (("batch_size", args.batch_size), ("dtype", args.dtype),
+                                 ("model", args.model)) if v is not None}
   if args.no_augment:
     overrides["augment"] = NO_AUGMENT
   config = dataclasses.replace(config, **overrides)

@@ -25,3 +25,6 @@ def run_cli(main) -> None:
   except FerjaxError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except KeyboardInterrupt:  # outside training's own handler (e.g. the final report)
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
