@@ -3,10 +3,10 @@
     pip install -e ".[torch]"      # PyTorch is an optional extra, never a ferjax dependency
     python experiments/torch_side_by_side.py [--variant augmented] [--batch-size 128]
 
-PyTorch gets the network of the ferjax variant, layer for layer (3x3 conv without bias,
-BatchNorm, ReLU; 2x2 max pooling and dropout per stage; dense + BatchNorm + ReLU,
-dropout, classifier), the same input size and batch, SGD with Nesterov momentum and
-weight decay, label-smoothed cross-entropy, channels-last memory format, float32, on
+PyTorch gets the network of the ferjax variant, layer for layer (3x3 convs, each with
+BatchNorm where the variant has it, and ReLU; 2x2 max pooling and dropout per stage;
+dense (+ BatchNorm) + ReLU, dropout, classifier), the same input size and batch, SGD
+with Nesterov momentum and weight decay (for every variant, whatever its optimizer), label-smoothed cross-entropy, channels-last memory format, float32, on
 the CPU with as many threads as cores. Both sides train on random data after a warm-up;
 each side runs in its own process. ferjax is measured by `python -m ferjax.bench`
 with augmentation off (`--no-augment`), so both do the same work, and once more with
@@ -24,8 +24,9 @@ import sys
 import time
 
 
-def torch_images_per_second(*, widths, convs_per_stage, dense, num_classes, batch_size,
-                            steps, repeats) -> list[float]:
+def torch_images_per_second(*, widths, convs_per_stage, dense, batch_norm, stage_dropout,
+                            head_dropout, num_classes, batch_size, steps, repeats
+                            ) -> list[float]:
   import torch
   from torch import nn
   torch.set_num_threads(os.cpu_count())
@@ -33,14 +34,15 @@ def torch_images_per_second(*, widths, convs_per_stage, dense, num_classes, batc
   layers, c_in = [], 1
   for w in widths:
     for _ in range(convs_per_stage):
-      layers += [nn.Conv2d(c_in, w, 3, padding=1, bias=False), nn.BatchNorm2d(w),
-                 nn.ReLU(inplace=True)]
+      layers += [nn.Conv2d(c_in, w, 3, padding=1, bias=not batch_norm)]
+      layers += [nn.BatchNorm2d(w)] if batch_norm else []
+      layers += [nn.ReLU(inplace=True)]
       c_in = w
-    layers += [nn.MaxPool2d(2), nn.Dropout(0.1)]
+    layers += [nn.MaxPool2d(2), nn.Dropout(stage_dropout)]
   side = 48 // 2 ** len(widths)
-  layers += [nn.Flatten(), nn.Linear(c_in * side * side, dense, bias=False),
-             nn.BatchNorm1d(dense), nn.ReLU(inplace=True), nn.Dropout(0.4),
-             nn.Linear(dense, num_classes)]
+  layers += [nn.Flatten(), nn.Linear(c_in * side * side, dense, bias=not batch_norm)]
+  layers += [nn.BatchNorm1d(dense)] if batch_norm else []
+  layers += [nn.ReLU(inplace=True), nn.Dropout(head_dropout), nn.Linear(dense, num_classes)]
   model = nn.Sequential(*layers).to(memory_format=torch.channels_last)
   opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True,
                         weight_decay=5e-4)
@@ -80,11 +82,12 @@ def main() -> None:
   from ferjax import configs, models
   config = configs.get_config(args.variant)
   batch = args.batch_size or config.batch_size
-  arch = models.MODELS[config.model].keywords
+  arch = models.create_model(config.model, num_classes=config.num_classes)
   torch_rates = torch_images_per_second(
-      widths=arch["widths"], convs_per_stage=arch["convs_per_stage"], dense=arch["dense"],
-      num_classes=config.num_classes, batch_size=batch, steps=args.steps,
-      repeats=args.repeats)
+      widths=arch.widths, convs_per_stage=arch.convs_per_stage, dense=arch.dense,
+      batch_norm=arch.batch_norm, stage_dropout=arch.stage_dropout,
+      head_dropout=arch.head_dropout, num_classes=config.num_classes, batch_size=batch,
+      steps=args.steps, repeats=args.repeats)
 
   def bench(*extra):
     cmd = [sys.executable, "-m", "ferjax.bench", "--variant", args.variant,

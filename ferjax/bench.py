@@ -99,7 +99,7 @@ def run(config: configs.Config, *, steps: int, repeats: int) -> dict:
     waits.append(batches.wait_seconds)
     totals.append(dt)
 
-  eval_split = split.take(np.arange(min(len(split), 8 * train.EVAL_BATCH_SIZE)))
+  eval_split = split.take(np.arange(min(len(split), 2 * train.EVAL_BATCH_SIZE)))
   eval_rates = {}
   for name, tta in (("eval", False), ("eval_tta", True)):
     train.predict_split(step_fns, state, eval_split.take(np.arange(

@@ -372,8 +372,12 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, data=None,
              "wait": 0, "stopped_early": False, "sums": None}
   else:
     state, extra = restored
-    print(f"Resuming from epoch {extra['epoch'] + 1}, step {extra['step_in_epoch']} "
-          f"(global step {int(state.step)})", file=sys.stderr)
+    if extra["stopped_early"] or extra["epoch"] >= config.epochs:
+      print(f"The run in '{workdir}' is complete ({extra['epoch']} epochs); writing its "
+            "report again (pass a larger --epochs to train on).", file=sys.stderr)
+    else:
+      print(f"Resuming from epoch {extra['epoch'] + 1}, step {extra['step_in_epoch']} "
+            f"(global step {int(state.step)})", file=sys.stderr)
 
   metrics_path = workdir / "metrics.jsonl"
   history = [m for m in report.read_metrics(metrics_path) if m["epoch"] <= extra["epoch"]]
