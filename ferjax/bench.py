@@ -18,7 +18,6 @@ import json
 import platform
 import resource
 import statistics
-import sys
 import time
 
 import jax

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from ferjax import checkpointing, configs, input_pipeline, report, train
+from ferjax import checkpointing, input_pipeline, report, train
 from ferjax.classes import class_names
 from ferjax.configs import Config
 from ferjax.errors import ConfigError, run_cli

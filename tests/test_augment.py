@@ -7,7 +7,6 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from ferjax.augment import NO_AUGMENT, AugmentConfig, augment_batch, tta_views
 
