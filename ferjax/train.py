@@ -509,12 +509,11 @@ def write_report(config: Config, workdir: Path, *, steps: Steps, ckpt, template,
     raise ConfigError(f"No best checkpoint in '{workdir}': the run has not finished an "
                       "epoch yet.")
   state, _ = restored
-  extra = run
   names = class_names(config.num_classes)
   out: dict[str, Any] = {
       "variant": config.variant, "model": config.model,
-      "epochs_run": extra["epoch"], "best_epoch": extra["best_epoch"],
-      "stopped_early": extra["stopped_early"],
+      "epochs_run": run["epoch"], "best_epoch": run["best_epoch"],
+      "stopped_early": run["stopped_early"],
       "train_seconds": round(sum(m["epoch_seconds"] for m in history), 1),
       "device": f"{jax.devices()[0].platform} x{len(jax.devices())}",
   }
@@ -581,7 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> Config:
   config = configs.get_config(args.variant)
   overrides = {"epochs": args.epochs, "batch_size": args.batch_size,
-               "learning_rate": args.lr, "seed": args.seed, "patience": args.patience, "num_classes": args.classes,
+               "learning_rate": args.lr, "seed": args.seed, "patience": args.patience,
+               "num_classes": args.classes,
                "train_limit": args.train_limit, "dtype": args.dtype}
   overrides = {k: v for k, v in overrides.items() if v is not None}
   for k in ("epochs", "batch_size", "train_limit", "patience"):
