@@ -52,6 +52,161 @@ def im2col_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
   return out.reshape(b, h, w, cout)
 
 
+# Bytes of one chunk's patch matrix in `chunked_conv`: small enough to stay in the CPU's
+# cache between being written and being multiplied (measured best near 8-12 MB on a
+# 2-core Xeon; see experiments/conv_backward.py).
+CHUNK_BYTES = 10 * 2**20
+# Bytes of one chunk's float32 tap products in `_chunked_forward` (best near 12-24 MB).
+TAPS_BYTES = 24 * 2**20
+
+
+def _chunk_size(batch, pixels_per_image, k, itemsize):
+  """The largest divisor of `batch` whose patch matrix fits in CHUNK_BYTES (at least 1)."""
+  fit = max(1, CHUNK_BYTES // (pixels_per_image * k * itemsize))
+  return max(d for d in range(1, min(batch, fit) + 1) if batch % d == 0)
+
+
+def _patches(x, kh, kw, padding):
+  """[B, H, W, C] -> [B*Ho*Wo, kh*kw*C]: the kh*kw shifted views, side by side."""
+  x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+  b, h, w = x.shape[0], x.shape[1] - kh + 1, x.shape[2] - kw + 1
+  cols = jnp.concatenate([x[:, i:i + h, j:j + w, :] for i in range(kh)
+                          for j in range(kw)], axis=-1)
+  return cols.reshape(b * h * w, -1), (b, h, w)
+
+
+def _patches_t(x, kh, kw, padding):
+  """[B, H, W, C] -> [kh*kw*C, B*Ho*Wo]: `_patches` transposed, built in that layout."""
+  x = jnp.pad(x.transpose(3, 0, 1, 2),
+              ((0, 0), (0, 0), tuple(padding[0]), tuple(padding[1])))
+  h, w = x.shape[2] - kh + 1, x.shape[3] - kw + 1
+  cols = jnp.concatenate([x[:, :, i:i + h, j:j + w] for i in range(kh)
+                          for j in range(kw)], axis=0)
+  return cols.reshape(cols.shape[0], -1)
+
+
+def _chunked_forward(x, k, padding):
+  """Stride-1 NHWC/HWIO convolution, a few images at a time, without a patch matrix.
+
+  Each chunk of the padded input is multiplied once by all kh*kw taps of the kernel,
+  [n*Hp*Wp, Cin] @ [Cin, kh*kw*Cout] (one wide matmul), and the output is the sum of
+  the kh*kw shifted slices of that product, one fused elementwise pass. The product of
+  a chunk is sized (TAPS_BYTES) to stay in cache until it is summed.
+  """
+  kh, kw, cin, cout = k.shape
+  b = x.shape[0]
+  x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+  hp, wp = x.shape[1:3]
+  ho, wo = hp - kh + 1, wp - kw + 1
+  fit = max(1, TAPS_BYTES // (hp * wp * kh * kw * cout * 4))
+  n = max(d for d in range(1, min(b, fit) + 1) if b % d == 0)
+  taps = k.transpose(2, 0, 1, 3).reshape(cin, kh * kw * cout)
+
+  def one_chunk(xc):
+    z = jnp.dot(xc.reshape(-1, cin), taps, preferred_element_type=jnp.float32)
+    z = z.reshape(n, hp, wp, kh * kw, cout)
+    out = sum(z[:, i:i + ho, j:j + wo, i * kw + j] for i in range(kh) for j in range(kw))
+    return out.astype(x.dtype)
+
+  out = lax.map(one_chunk, x.reshape(b // n, n, hp, wp, cin))
+  return out.reshape(b, ho, wo, cout)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _chunked_conv(x, k, padding):
+  return _chunked_forward(x, k, padding)
+
+
+def _chunked_conv_fwd(x, k, padding):
+  return _chunked_forward(x, k, padding), (x, k)
+
+
+def _chunked_conv_bwd(padding, res, g):
+  x, k = res
+  kh, kw, cin, cout = k.shape
+  # Input gradient: the transposed convolution, i.e. a stride-1 convolution of g with
+  # the flipped kernel, in/out channels swapped, and the complementary padding.
+  flipped = jnp.flip(k, (0, 1)).transpose(0, 1, 3, 2)
+  back_pad = ((kh - 1 - padding[0][0], kh - 1 - padding[0][1]),
+              (kw - 1 - padding[1][0], kw - 1 - padding[1][1]))
+  dx = _chunked_forward(g.astype(x.dtype), flipped.astype(x.dtype), back_pad)
+  # Kernel gradient: patches^T @ g, summed over chunks of images.
+  b, h, w, _ = x.shape
+  ho, wo = g.shape[1:3]
+  n = _chunk_size(b, h * w, kh * kw * cin, x.dtype.itemsize)
+
+  def add_chunk(dk, xg):
+    xc, gc = xg
+    cols_t = _patches_t(xc, kh, kw, padding)
+    return dk + jnp.dot(cols_t, gc.reshape(-1, cout), preferred_element_type=jnp.float32), None
+
+  dk, _ = lax.scan(add_chunk, jnp.zeros((kh * kw * cin, cout), jnp.float32),
+                   (x.reshape(b // n, n, h, w, cin),
+                    g.astype(x.dtype).reshape(b // n, n, ho, wo, cout)))
+  return dx.astype(x.dtype), dk.reshape(k.shape).astype(k.dtype)
+
+
+_chunked_conv.defvjp(_chunked_conv_fwd, _chunked_conv_bwd)
+
+
+def chunked_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
+                 rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                 precision=None):
+  """`lax.conv_general_dilated` for Flax's stride-1 NHWC/HWIO convolutions, for CPUs.
+
+  The same function as XLA's convolution (up to float rounding), computed as im2col
+  matmuls over chunks of a few images, so each chunk's patch matrix is still in cache
+  when it is multiplied: on a CPU the whole batch's patch matrix (680 MB for 128 images
+  of 48x48x64) makes the step memory-bound. The backward pass is matmuls too: the input
+  gradient as the same chunked convolution of the output gradient with the flipped
+  kernel, the kernel gradient as transposed patches @ output gradient. Products
+  accumulate in float32 whatever the compute dtype. Anything other than a plain
+  stride-1, undilated, ungrouped convolution goes to lax.
+  """
+  del precision
+  kh, kw = rhs.shape[:2]
+  plain = (all(s == 1 for s in window_strides) and feature_group_count == 1
+           and all(d == 1 for d in (lhs_dilation or (1,))) and
+           all(d == 1 for d in (rhs_dilation or (1,))) and lhs.ndim == 4)
+  if not plain:
+    return lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+        feature_group_count=feature_group_count)
+  if rhs.shape[2] < 16:
+    # A few input channels (the first layer): the patch matrix is small and the
+    # per-chunk matmuls too narrow; the whole-batch im2col is faster.
+    return im2col_conv(lhs, rhs, window_strides, padding)
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), (1, 1), padding)
+  padding = tuple(tuple(int(p) for p in pair) for pair in padding)
+  return _chunked_conv(lhs, rhs, padding)
+
+
+CONV_IMPLS = {"xla": None, "im2col": im2col_conv, "chunked": chunked_conv}
+
+
+def auto_conv_impl(*, train: bool, dtype, pixels: int, cin: int) -> str:
+  """The fastest way to compute one 3x3 convolution here, as measured.
+
+  On GPUs and TPUs: XLA's convolution. On a CPU (2-core Xeon with AMX; per-layer
+  GFLOP/s from `python experiments/conv_backward.py [--dtype bfloat16]`, table in
+  experiments/README.md): the first layer (1 input channel) as one im2col matmul;
+  in bfloat16 every other layer chunked (`chunked_conv`, AMX matmuls); in float32
+  chunked for the high-resolution layers, and for the rest im2col when training (its
+  backward beats XLA's) or XLA's convolution for inference (its forward is faster).
+  """
+  if jax.default_backend() != "cpu":
+    return "xla"
+  if cin < 16:
+    return "im2col"
+  if jnp.dtype(dtype) == jnp.bfloat16:
+    return "chunked"
+  if train:
+    return "chunked" if pixels >= 24 * 24 else "im2col"
+  return "chunked" if pixels >= 48 * 48 else "xla"
+
+
 class ConvNet(nn.Module):
   """A VGG-style CNN.
 
@@ -66,8 +221,8 @@ class ConvNet(nn.Module):
     head_dropout: dropout before the classifier.
     dtype: computation dtype (bfloat16 for mixed precision); parameters stay float32.
     conv_impl: how convolutions are computed, not what: "xla" (lax's convolution),
-      "im2col" (`im2col_conv`), or "auto": im2col when training on a CPU, where its
-      backward pass is faster, and XLA's otherwise. Parameters are the same for all.
+      "im2col" (`im2col_conv`), "chunked" (`chunked_conv`), or "auto": per layer, the
+      fastest measured here (`auto_conv_impl`). Parameters are the same for all.
   """
   num_classes: int
   widths: Sequence[int] = (32, 64, 128)
@@ -87,14 +242,14 @@ class ConvNet(nn.Module):
     x = ((x - PIXEL_MEAN) / PIXEL_STD).astype(self.dtype)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              dtype=self.dtype)
-    impl = self.conv_impl
-    if impl == "auto":
-      impl = "im2col" if train and jax.default_backend() == "cpu" else "xla"
-    conv_fn = {"im2col": im2col_conv, "xla": None}[impl]
     for width in self.widths:
       for _ in range(self.convs_per_stage):
+        impl = self.conv_impl
+        if impl == "auto":
+          impl = auto_conv_impl(train=train, dtype=self.dtype,
+                                pixels=x.shape[1] * x.shape[2], cin=x.shape[3])
         x = nn.Conv(width, (3, 3), use_bias=not self.batch_norm, dtype=self.dtype,
-                    conv_general_dilated=conv_fn)(x)
+                    conv_general_dilated=CONV_IMPLS[impl])(x)
         if self.batch_norm:
           x = norm()(x)
         x = nn.relu(x)

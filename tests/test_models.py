@@ -53,11 +53,72 @@ def test_im2col_conv_equals_lax_conv_and_its_gradients(cin, cout, padding):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_conv_impls_share_parameters_and_outputs():
-  x = jax.random.uniform(jax.random.key(0), (2, 48, 48, 1))
-  a = models.create_model("tiny", num_classes=6)
-  b = models.ConvNet(**{**models.MODELS["tiny"].keywords, "num_classes": 6,
-                        "conv_impl": "im2col"})
+@pytest.mark.parametrize("batch,cin,cout,padding", [
+    (3, 16, 8, "SAME"), (4, 17, 5, ((0, 2), (1, 0))), (6, 16, 6, "VALID"),
+    (2, 3, 4, "SAME")])  # the last: few input channels, handed to im2col
+def test_chunked_conv_equals_lax_conv_and_its_gradients(monkeypatch, batch, cin, cout,
+                                                        padding):
+  from jax import lax
+  # Tiny cache budgets, so the batch is split into several chunks.
+  monkeypatch.setattr(models, "CHUNK_BYTES", 10 * 9 * 9 * cin * 4)
+  monkeypatch.setattr(models, "TAPS_BYTES", 12 * 11 * 9 * cout * 4)
+  x = jax.random.normal(jax.random.key(0), (batch, 10, 9, cin))
+  k = jax.random.normal(jax.random.key(1), (3, 3, cin, cout))
+  dn = ("NHWC", "HWIO", "NHWC")
+  ref = lambda x, k: lax.conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=dn)
+  got = lambda x, k: models.chunked_conv(x, k, (1, 1), padding, dimension_numbers=dn)
+  np.testing.assert_allclose(got(x, k), ref(x, k), rtol=1e-5, atol=1e-4)
+  loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
+  for a, b in zip(jax.grad(loss(got), (0, 1))(x, k), jax.grad(loss(ref), (0, 1))(x, k)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
+
+def test_chunked_conv_in_bfloat16_accumulates_in_float32():
+  from jax import lax
+  x = jax.random.normal(jax.random.key(0), (4, 12, 12, 64))
+  k = jax.random.normal(jax.random.key(1), (3, 3, 64, 32)) * 0.05
+  xb, kb = x.astype(jnp.bfloat16), k.astype(jnp.bfloat16)
+  ref = lax.conv_general_dilated(xb.astype(jnp.float32), kb.astype(jnp.float32), (1, 1),
+                                 "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  got = models.chunked_conv(xb, kb, (1, 1), "SAME")
+  assert got.dtype == jnp.bfloat16
+  # Only the final rounding to bfloat16 (8 bits of mantissa) separates them.
+  np.testing.assert_allclose(got.astype(jnp.float32), ref, rtol=2**-7, atol=1e-2)
+  dk = jax.grad(lambda k: jnp.sum(models.chunked_conv(xb, k, (1, 1), "SAME")
+                                  .astype(jnp.float32)))(kb)
+  assert dk.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(dk.astype(jnp.float32))))
+
+
+@pytest.mark.parametrize("impl", ["im2col", "chunked"])
+def test_conv_impls_share_parameters_outputs_and_gradients(impl):
+  x = jax.random.uniform(jax.random.key(0), (4, 48, 48, 1))
+  keywords = {**models.MODELS["vgg_small"].keywords, "widths": (8, 16),
+              "num_classes": 6, "stage_dropout": 0.0, "head_dropout": 0.0}
+  a = models.ConvNet(**keywords, conv_impl="xla")
+  b = models.ConvNet(**keywords, conv_impl=impl)
   v = a.init(jax.random.key(0), x, train=False)
   np.testing.assert_allclose(a.apply(v, x, train=False), b.apply(v, x, train=False),
                              rtol=1e-4, atol=1e-5)
+
+  def loss(model):
+    def f(params):
+      out, _ = model.apply({**v, "params": params}, x, train=True,
+                           mutable=["batch_stats"])
+      return jnp.sum(out ** 2)
+    return f
+
+  for ga, gb in zip(jax.tree.leaves(jax.grad(loss(a))(v["params"])),
+                    jax.tree.leaves(jax.grad(loss(b))(v["params"]))):
+    np.testing.assert_allclose(ga, gb, rtol=1e-3, atol=1e-4)
+
+
+def test_auto_conv_impl_on_this_backend():
+  pick = lambda **kw: models.auto_conv_impl(**{"train": True, "dtype": jnp.float32,
+                                                "pixels": 48 * 48, "cin": 64, **kw})
+  if jax.default_backend() != "cpu":
+    assert pick() == "xla"
+    return
+  assert pick(cin=1) == "im2col"
+  assert pick() == "chunked" and pick(dtype=jnp.bfloat16, pixels=36) == "chunked"
+  assert pick(pixels=12 * 12) == "im2col"
+  assert pick(train=False, pixels=12 * 12) == "xla"
