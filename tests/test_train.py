@@ -186,3 +186,17 @@ def test_sigint_saves_a_checkpoint_and_the_run_resumes(tmp_path, toy_zip, tfds_d
   # Interrupted beyond epoch 3? Then there is nothing left to train: it reports at once.
   assert out.returncode == 0, out.stderr
   assert "report in" in out.stderr and (workdir / "report.json").exists()
+
+
+def test_tta_prediction_is_the_mean_over_the_views():
+  from ferjax import augment
+  mesh = train.make_mesh()
+  state = train.init_state(TINY, mesh=mesh, steps_per_epoch=1)
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (4, 48, 48), np.uint8))
+  got = train.predict_step(state, images, tta=True)
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  views = augment.tta_views(images.astype(jnp.float32) / 255.0)
+  want = jnp.mean(jnp.stack([jax.nn.softmax(state.apply_fn(variables, v[..., None],
+                                                           train=False))
+                             for v in views]), axis=0)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
