@@ -6,8 +6,8 @@
 PyTorch gets the network of the ferjax variant, layer for layer (3x3 convs, each with
 BatchNorm where the variant has it, and ReLU; 2x2 max pooling and dropout per stage;
 dense (+ BatchNorm) + ReLU, dropout, classifier), the same input size and batch, SGD
-with Nesterov momentum and weight decay (for every variant, whatever its optimizer), label-smoothed cross-entropy, channels-last memory format, float32, on
-the CPU with as many threads as cores. Both sides train on random data after a warm-up;
+with Nesterov momentum and weight decay (for every variant, whatever its optimizer), label-smoothed cross-entropy, channels-last memory format, float32 (or bfloat16
+autocast with --dtype bfloat16, against ferjax's --dtype bfloat16), on the CPU with as many threads as cores. Both sides train on random data after a warm-up;
 each side runs in its own process. ferjax is measured by `python -m ferjax.bench`
 with augmentation off (`--no-augment`), so both do the same work, and once more with
 its augmentation on, as it trains.
@@ -25,8 +25,8 @@ import time
 
 
 def torch_images_per_second(*, widths, convs_per_stage, dense, batch_norm, stage_dropout,
-                            head_dropout, num_classes, batch_size, steps, repeats
-                            ) -> list[float]:
+                            head_dropout, num_classes, batch_size, steps, repeats,
+                            dtype="float32") -> list[float]:
   import torch
   from torch import nn
   torch.set_num_threads(os.cpu_count())
@@ -52,7 +52,8 @@ def torch_images_per_second(*, widths, convs_per_stage, dense, batch_norm, stage
 
   def step():
     opt.zero_grad(set_to_none=True)
-    loss = loss_fn(model(x), y)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+      loss = loss_fn(model(x), y)
     loss.backward()
     opt.step()
     return loss
@@ -76,6 +77,9 @@ def main() -> None:
   p.add_argument("--batch-size", type=int, default=None)
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                 help="compute dtype on both sides (bfloat16: torch.autocast on the "
+                 "PyTorch side, --dtype bfloat16 on the ferjax side; parameters float32)")
   p.add_argument("--json", action="store_true")
   args = p.parse_args()
 
@@ -87,12 +91,12 @@ def main() -> None:
       widths=arch.widths, convs_per_stage=arch.convs_per_stage, dense=arch.dense,
       batch_norm=arch.batch_norm, stage_dropout=arch.stage_dropout,
       head_dropout=arch.head_dropout, num_classes=config.num_classes, batch_size=batch,
-      steps=args.steps, repeats=args.repeats)
+      steps=args.steps, repeats=args.repeats, dtype=args.dtype)
 
   def bench(*extra):
     cmd = [sys.executable, "-m", "ferjax.bench", "--variant", args.variant,
            "--batch-size", str(batch), "--steps", str(args.steps), "--repeats",
-           str(args.repeats), "--json", *extra]
+           str(args.repeats), "--dtype", args.dtype, "--json", *extra]
     return json.loads(subprocess.run(cmd, check=True, capture_output=True,
                                      text=True).stdout.strip().splitlines()[-1])
 
@@ -101,6 +105,7 @@ def main() -> None:
   t = statistics.median(torch_rates)
   j = plain["train_images_per_second"]["median"]
   out = {"variant": args.variant, "model": config.model, "batch_size": batch,
+         "dtype": args.dtype,
          "torch_images_per_second": {"median": t, "min": min(torch_rates),
                                      "max": max(torch_rates)},
          "ferjax_images_per_second": plain["train_images_per_second"],
@@ -111,7 +116,8 @@ def main() -> None:
   if args.json:
     print(json.dumps(out))
     return
-  print(f"{args.variant} ({config.model}), batch {batch}, {os.cpu_count()} CPUs")
+  print(f"{args.variant} ({config.model}), batch {batch}, {args.dtype}, "
+        f"{os.cpu_count()} CPUs")
   print(f"  PyTorch                 {t:7.1f} img/s")
   print(f"  ferjax (no augment)     {j:7.1f} img/s   ratio {j / t:.2f}x")
   print(f"  ferjax (augmented step) "
