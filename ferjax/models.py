@@ -189,22 +189,22 @@ CONV_IMPLS = {"xla": None, "im2col": im2col_conv, "chunked": chunked_conv}
 def auto_conv_impl(*, train: bool, dtype, pixels: int, cin: int) -> str:
   """The fastest way to compute one 3x3 convolution here, as measured.
 
-  On GPUs and TPUs: XLA's convolution. On a CPU (2-core Xeon with AMX; per-layer
-  GFLOP/s from `python experiments/conv_backward.py [--dtype bfloat16]`, table in
-  experiments/README.md): the first layer (1 input channel) as one im2col matmul;
-  in bfloat16 every other layer chunked (`chunked_conv`, AMX matmuls); in float32
-  chunked for the high-resolution layers, and for the rest im2col when training (its
-  backward beats XLA's) or XLA's convolution for inference (its forward is faster).
+  XLA's convolution on GPUs and TPUs, and for inference everywhere (on a CPU its
+  forward pass is as fast as the alternatives over a whole network, and faster for
+  narrow ones). For training on a CPU (whole-network train steps from
+  `python -m ferjax.bench`, per layer from `python experiments/conv_backward.py`, on a
+  2-core Xeon with AMX): the first layer (1 input channel) as one im2col matmul; in
+  bfloat16 every other layer chunked (`chunked_conv`, whose matmuls run on AMX); in
+  float32 chunked for the layers of 24x24 pixels or more and im2col for the smaller
+  ones, where the whole batch's patch matrix is small.
   """
-  if jax.default_backend() != "cpu":
+  if jax.default_backend() != "cpu" or not train:
     return "xla"
   if cin < 16:
     return "im2col"
   if jnp.dtype(dtype) == jnp.bfloat16:
     return "chunked"
-  if train:
-    return "chunked" if pixels >= 24 * 24 else "im2col"
-  return "chunked" if pixels >= 48 * 48 else "xla"
+  return "chunked" if pixels >= 24 * 24 else "im2col"
 
 
 class ConvNet(nn.Module):
