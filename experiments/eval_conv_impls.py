@@ -1,0 +1,50 @@
+"""Whole-network inference speed on this machine for each way of computing convolutions.
+
+    python experiments/eval_conv_impls.py [--batch-size 256]
+
+For the seed CNN and the VGG, in float32 and bfloat16: images/s of a jitted eval
+forward pass (train=False) with conv_impl "xla", "im2col", "chunked" and "auto" (best
+of 3 timed runs after compilation). The same parameters serve every implementation;
+this is what `models.auto_conv_impl` chose inference's implementation from.
+"""
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+
+from ferjax import models
+
+
+def best_rate(f, *args, batch, repeats=3):
+  jax.block_until_ready(f(*args))
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(f(*args))
+    times.append(time.perf_counter() - t)
+  return batch / min(times)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--batch-size", type=int, default=256)
+  b = p.parse_args().batch_size
+  x = jax.random.uniform(jax.random.key(0), (b, 48, 48, 1))
+  print(f"batch {b}; eval images/s")
+  for name in ("seed_cnn", "vgg"):
+    for dtype in (jnp.float32, jnp.bfloat16):
+      model = models.create_model(name, num_classes=6, dtype=dtype)
+      variables = model.init(jax.random.key(1), x[:1], train=False)
+      row = []
+      for impl in ("xla", "im2col", "chunked", "auto"):
+        m = model.clone(conv_impl=impl)
+        f = jax.jit(lambda v, x, m=m: m.apply(v, x, train=False))
+        row.append(f"{impl} {best_rate(f, variables, x, batch=b):6.0f}")
+      print(f"{name:8s} {jnp.dtype(dtype).name:8s}: " + " | ".join(row), flush=True)
+
+
+if __name__ == "__main__":
+  main()
