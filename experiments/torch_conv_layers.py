@@ -36,11 +36,11 @@ def main():
     x.requires_grad_(ci > 1)
     flops = 2 * b * h * h * 9 * ci * co
 
-    def forward():
+    def forward(conv=conv, x=x):
       with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         conv(x)
 
-    def forward_backward():
+    def forward_backward(conv=conv, x=x):
       with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         y = conv(x)
       y.float().square().sum().backward()

@@ -52,31 +52,23 @@ def im2col_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
   return out.reshape(b, h, w, cout)
 
 
-# Bytes of one chunk's patch matrix in `chunked_conv`: small enough to stay in the CPU's
-# cache between being written and being multiplied (measured best near 8-12 MB on a
-# 2-core Xeon; see experiments/conv_backward.py).
+# Bytes of one chunk's (transposed) patch matrix in `chunked_conv`'s kernel gradient:
+# small enough to stay in the CPU's cache between being written and being multiplied
+# (measured best near 8-12 MB on a 2-core Xeon).
 CHUNK_BYTES = 10 * 2**20
 # Bytes of one chunk's float32 tap products in `_chunked_forward` (best near 12-24 MB).
 TAPS_BYTES = 24 * 2**20
 
 
-def _chunk_size(batch, pixels_per_image, k, itemsize):
-  """The largest divisor of `batch` whose patch matrix fits in CHUNK_BYTES (at least 1)."""
-  fit = max(1, CHUNK_BYTES // (pixels_per_image * k * itemsize))
+def _images_per_chunk(batch: int, bytes_per_image: int, budget: int) -> int:
+  """The largest divisor of `batch` whose chunk fits in `budget` bytes (at least 1)."""
+  fit = max(1, budget // bytes_per_image)
   return max(d for d in range(1, min(batch, fit) + 1) if batch % d == 0)
 
 
-def _patches(x, kh, kw, padding):
-  """[B, H, W, C] -> [B*Ho*Wo, kh*kw*C]: the kh*kw shifted views, side by side."""
-  x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-  b, h, w = x.shape[0], x.shape[1] - kh + 1, x.shape[2] - kw + 1
-  cols = jnp.concatenate([x[:, i:i + h, j:j + w, :] for i in range(kh)
-                          for j in range(kw)], axis=-1)
-  return cols.reshape(b * h * w, -1), (b, h, w)
-
-
 def _patches_t(x, kh, kw, padding):
-  """[B, H, W, C] -> [kh*kw*C, B*Ho*Wo]: `_patches` transposed, built in that layout."""
+  """[B, H, W, C] -> [kh*kw*C, B*Ho*Wo]: the kh*kw shifted views stacked along rows
+  (the transposed im2col patch matrix, built in that layout)."""
   x = jnp.pad(x.transpose(3, 0, 1, 2),
               ((0, 0), (0, 0), tuple(padding[0]), tuple(padding[1])))
   h, w = x.shape[2] - kh + 1, x.shape[3] - kw + 1
@@ -98,8 +90,7 @@ def _chunked_forward(x, k, padding):
   x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
   hp, wp = x.shape[1:3]
   ho, wo = hp - kh + 1, wp - kw + 1
-  fit = max(1, TAPS_BYTES // (hp * wp * kh * kw * cout * 4))
-  n = max(d for d in range(1, min(b, fit) + 1) if b % d == 0)
+  n = _images_per_chunk(b, hp * wp * kh * kw * cout * 4, TAPS_BYTES)
   taps = k.transpose(2, 0, 1, 3).reshape(cin, kh * kw * cout)
 
   def one_chunk(xc):
@@ -133,7 +124,7 @@ def _chunked_conv_bwd(padding, res, g):
   # Kernel gradient: patches^T @ g, summed over chunks of images.
   b, h, w, _ = x.shape
   ho, wo = g.shape[1:3]
-  n = _chunk_size(b, h * w, kh * kw * cin, x.dtype.itemsize)
+  n = _images_per_chunk(b, h * w * kh * kw * cin * x.dtype.itemsize, CHUNK_BYTES)
 
   def add_chunk(dk, xg):
     xc, gc = xg
@@ -154,14 +145,16 @@ def chunked_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
                  precision=None):
   """`lax.conv_general_dilated` for Flax's stride-1 NHWC/HWIO convolutions, for CPUs.
 
-  The same function as XLA's convolution (up to float rounding), computed as im2col
-  matmuls over chunks of a few images, so each chunk's patch matrix is still in cache
-  when it is multiplied: on a CPU the whole batch's patch matrix (680 MB for 128 images
-  of 48x48x64) makes the step memory-bound. The backward pass is matmuls too: the input
-  gradient as the same chunked convolution of the output gradient with the flipped
-  kernel, the kernel gradient as transposed patches @ output gradient. Products
-  accumulate in float32 whatever the compute dtype. Anything other than a plain
-  stride-1, undilated, ungrouped convolution goes to lax.
+  The same function as XLA's convolution (up to float rounding), computed a few images
+  at a time so that each chunk's intermediates are still in cache when they are used: on
+  a CPU the whole batch's im2col patch matrix (680 MB for 128 images of 48x48x64) makes
+  the step memory-bound. Forward (`_chunked_forward`): input @ all taps of the kernel,
+  then a shifted sum. Backward, matmuls too: the input gradient as the same chunked
+  convolution of the output gradient with the flipped kernel, the kernel gradient as
+  transposed patches @ output gradient. Products accumulate in float32 whatever the
+  compute dtype (in bfloat16 that is what sends them to AMX). Fewer than 16 input
+  channels go to `im2col_conv`; anything but a plain stride-1, undilated, ungrouped
+  convolution goes to lax.
   """
   del precision
   kh, kw = rhs.shape[:2]
