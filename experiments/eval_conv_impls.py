@@ -9,22 +9,12 @@ this is what `models.auto_conv_impl` chose inference's implementation from.
 """
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
+from conv_backward import best_time  # this folder's per-layer script
 
 from ferjax import models
-
-
-def best_rate(f, *args, batch, repeats=3):
-  jax.block_until_ready(f(*args))
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(f(*args))
-    times.append(time.perf_counter() - t)
-  return batch / min(times)
 
 
 def main():
@@ -42,7 +32,7 @@ def main():
       for impl in ("xla", "im2col", "chunked", "auto"):
         m = model.clone(conv_impl=impl)
         f = jax.jit(lambda v, x, m=m: m.apply(v, x, train=False))
-        row.append(f"{impl} {best_rate(f, variables, x, batch=b):6.0f}")
+        row.append(f"{impl} {b / best_time(f, variables, x):6.0f}")
       print(f"{name:8s} {jnp.dtype(dtype).name:8s}: " + " | ".join(row), flush=True)
 
 

@@ -13,8 +13,7 @@ import argparse
 import os
 import time
 
-LAYERS = [(48, 1, 64), (48, 64, 64), (24, 64, 128), (24, 128, 128), (12, 128, 256),
-          (12, 256, 256), (6, 256, 512), (6, 512, 512)]
+from conv_backward import LAYERS  # the same convolutions as the JAX per-layer script
 
 
 def main():

@@ -20,6 +20,13 @@ PIXEL_MEAN = 0.508
 PIXEL_STD = 0.255
 
 
+def _is_plain(lhs, window_strides, lhs_dilation, rhs_dilation, feature_group_count):
+  """Whether a convolution is a 2-D stride-1, undilated, ungrouped one."""
+  return (all(s == 1 for s in window_strides) and feature_group_count == 1
+          and all(d == 1 for d in (lhs_dilation or (1,)))
+          and all(d == 1 for d in (rhs_dilation or (1,))) and lhs.ndim == 4)
+
+
 def im2col_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
                 rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                 precision=None):
@@ -32,10 +39,7 @@ def im2col_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
   both gradients are matmuls too (see experiments/conv_backward.py). Anything other than
   a plain stride-1, undilated, ungrouped convolution goes to lax.
   """
-  plain = (all(s == 1 for s in window_strides) and feature_group_count == 1
-           and all(d == 1 for d in (lhs_dilation or (1,))) and
-           all(d == 1 for d in (rhs_dilation or (1,))) and lhs.ndim == 4)
-  if not plain:
+  if not _is_plain(lhs, window_strides, lhs_dilation, rhs_dilation, feature_group_count):
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
@@ -156,20 +160,15 @@ def chunked_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
   channels go to `im2col_conv`; anything but a plain stride-1, undilated, ungrouped
   convolution goes to lax.
   """
-  del precision
+  # A few input channels (the first layer): the patch matrix is small and the per-chunk
+  # matmuls too narrow; the whole-batch im2col is faster. im2col_conv also hands
+  # anything that is not plain to lax.
+  if rhs.shape[2] < 16 or not _is_plain(lhs, window_strides, lhs_dilation, rhs_dilation,
+                                        feature_group_count):
+    return im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+                       rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                       feature_group_count=feature_group_count, precision=precision)
   kh, kw = rhs.shape[:2]
-  plain = (all(s == 1 for s in window_strides) and feature_group_count == 1
-           and all(d == 1 for d in (lhs_dilation or (1,))) and
-           all(d == 1 for d in (rhs_dilation or (1,))) and lhs.ndim == 4)
-  if not plain:
-    return lax.conv_general_dilated(
-        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-        feature_group_count=feature_group_count)
-  if rhs.shape[2] < 16:
-    # A few input channels (the first layer): the patch matrix is small and the
-    # per-chunk matmuls too narrow; the whole-batch im2col is faster.
-    return im2col_conv(lhs, rhs, window_strides, padding)
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), (1, 1), padding)
   padding = tuple(tuple(int(p) for p in pair) for pair in padding)

@@ -38,19 +38,25 @@ def test_unknown_model():
     models.create_model("resnet", num_classes=6)
 
 
-@pytest.mark.parametrize("cin,cout,padding", [(1, 8, "SAME"), (5, 7, ((1, 1), (1, 1))),
-                                              (4, 6, "VALID")])
-def test_im2col_conv_equals_lax_conv_and_its_gradients(cin, cout, padding):
+def _assert_conv_equals_lax(conv, batch, cin, cout, padding, *, value_atol, grad_atol):
+  """`conv` (a lax.conv_general_dilated stand-in) gives lax's values and gradients."""
   from jax import lax
-  x = jax.random.normal(jax.random.key(0), (3, 10, 9, cin))
+  x = jax.random.normal(jax.random.key(0), (batch, 10, 9, cin))
   k = jax.random.normal(jax.random.key(1), (3, 3, cin, cout))
   dn = ("NHWC", "HWIO", "NHWC")
   ref = lambda x, k: lax.conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=dn)
-  got = lambda x, k: models.im2col_conv(x, k, (1, 1), padding, dimension_numbers=dn)
-  np.testing.assert_allclose(got(x, k), ref(x, k), rtol=1e-5, atol=1e-5)
+  got = lambda x, k: conv(x, k, (1, 1), padding, dimension_numbers=dn)
+  np.testing.assert_allclose(got(x, k), ref(x, k), rtol=1e-5, atol=value_atol)
   loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
   for a, b in zip(jax.grad(loss(got), (0, 1))(x, k), jax.grad(loss(ref), (0, 1))(x, k)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=grad_atol)
+
+
+@pytest.mark.parametrize("cin,cout,padding", [(1, 8, "SAME"), (5, 7, ((1, 1), (1, 1))),
+                                              (4, 6, "VALID")])
+def test_im2col_conv_equals_lax_conv_and_its_gradients(cin, cout, padding):
+  _assert_conv_equals_lax(models.im2col_conv, 3, cin, cout, padding, value_atol=1e-5,
+                          grad_atol=1e-4)
 
 
 @pytest.mark.parametrize("batch,cin,cout,padding", [
@@ -58,19 +64,11 @@ def test_im2col_conv_equals_lax_conv_and_its_gradients(cin, cout, padding):
     (2, 3, 4, "SAME")])  # the last: few input channels, handed to im2col
 def test_chunked_conv_equals_lax_conv_and_its_gradients(monkeypatch, batch, cin, cout,
                                                         padding):
-  from jax import lax
   # Tiny cache budgets, so the batch is split into several chunks.
   monkeypatch.setattr(models, "CHUNK_BYTES", 10 * 9 * 9 * cin * 4)
   monkeypatch.setattr(models, "TAPS_BYTES", 12 * 11 * 9 * cout * 4)
-  x = jax.random.normal(jax.random.key(0), (batch, 10, 9, cin))
-  k = jax.random.normal(jax.random.key(1), (3, 3, cin, cout))
-  dn = ("NHWC", "HWIO", "NHWC")
-  ref = lambda x, k: lax.conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=dn)
-  got = lambda x, k: models.chunked_conv(x, k, (1, 1), padding, dimension_numbers=dn)
-  np.testing.assert_allclose(got(x, k), ref(x, k), rtol=1e-5, atol=1e-4)
-  loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
-  for a, b in zip(jax.grad(loss(got), (0, 1))(x, k), jax.grad(loss(ref), (0, 1))(x, k)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+  _assert_conv_equals_lax(models.chunked_conv, batch, cin, cout, padding,
+                          value_atol=1e-4, grad_atol=1e-3)
 
 
 def test_chunked_conv_in_bfloat16_accumulates_in_float32():
