@@ -3,9 +3,11 @@
     python experiments/eval_conv_impls.py [--batch-size 256]
 
 For the seed CNN and the VGG, in float32 and bfloat16: images/s of a jitted eval
-forward pass (train=False) with conv_impl "xla", "im2col", "chunked" and "auto" (best
-of 3 timed runs after compilation). The same parameters serve every implementation;
-this is what `models.auto_conv_impl` chose inference's implementation from.
+forward pass (train=False) with conv_impl "xla", "im2col", "chunked", "winograd" and
+"auto" (best of 3 timed runs after compilation), over the whole batch at once, and
+("auto/16") as `ferjax.train.predict_step` runs it on a CPU: passes of
+CPU_EVAL_CHUNK images. The same parameters serve every implementation; this is what
+`models.auto_conv_impl` chose inference's implementation from.
 """
 
 import argparse
@@ -14,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from conv_backward import best_time  # this folder's per-layer script
 
-from ferjax import models
+from ferjax import models, train
 
 
 def main():
@@ -29,10 +31,14 @@ def main():
       model = models.create_model(name, num_classes=6, dtype=dtype)
       variables = model.init(jax.random.key(1), x[:1], train=False)
       row = []
-      for impl in ("xla", "im2col", "chunked", "auto"):
+      for impl in ("xla", "im2col", "chunked", "winograd", "auto"):
         m = model.clone(conv_impl=impl)
         f = jax.jit(lambda v, x, m=m: m.apply(v, x, train=False))
         row.append(f"{impl} {b / best_time(f, variables, x):6.0f}")
+      n = train.CPU_EVAL_CHUNK
+      f = jax.jit(lambda v, x: train._apply_in_chunks(
+          lambda c: model.apply(v, c, train=False), x, n))
+      row.append(f"auto/{n} {b / best_time(f, variables, x):6.0f}")
       print(f"{name:8s} {jnp.dtype(dtype).name:8s}: " + " | ".join(row), flush=True)
 
 

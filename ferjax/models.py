@@ -116,16 +116,19 @@ def _chunked_conv_fwd(x, k, padding):
   return _chunked_forward(x, k, padding), (x, k)
 
 
-def _chunked_conv_bwd(padding, res, g):
-  x, k = res
+def _transposed(k, padding):
+  """The kernel and padding of a convolution's input gradient: a stride-1 convolution
+  of the output gradient with the flipped kernel, in/out channels swapped, and the
+  complementary padding."""
+  kh, kw = k.shape[:2]
+  return (jnp.flip(k, (0, 1)).transpose(0, 1, 3, 2),
+          ((kh - 1 - padding[0][0], kh - 1 - padding[0][1]),
+           (kw - 1 - padding[1][0], kw - 1 - padding[1][1])))
+
+
+def _kernel_grad(x, g, k, padding):
+  """A convolution's kernel gradient: patches^T @ g, summed over chunks of images."""
   kh, kw, cin, cout = k.shape
-  # Input gradient: the transposed convolution, i.e. a stride-1 convolution of g with
-  # the flipped kernel, in/out channels swapped, and the complementary padding.
-  flipped = jnp.flip(k, (0, 1)).transpose(0, 1, 3, 2)
-  back_pad = ((kh - 1 - padding[0][0], kh - 1 - padding[0][1]),
-              (kw - 1 - padding[1][0], kw - 1 - padding[1][1]))
-  dx = _chunked_forward(g.astype(x.dtype), flipped.astype(x.dtype), back_pad)
-  # Kernel gradient: patches^T @ g, summed over chunks of images.
   b, h, w, _ = x.shape
   ho, wo = g.shape[1:3]
   n = _images_per_chunk(b, h * w * kh * kw * cin * x.dtype.itemsize, CHUNK_BYTES)
@@ -138,7 +141,14 @@ def _chunked_conv_bwd(padding, res, g):
   dk, _ = lax.scan(add_chunk, jnp.zeros((kh * kw * cin, cout), jnp.float32),
                    (x.reshape(b // n, n, h, w, cin),
                     g.astype(x.dtype).reshape(b // n, n, ho, wo, cout)))
-  return dx.astype(x.dtype), dk.reshape(k.shape).astype(k.dtype)
+  return dk.reshape(k.shape).astype(k.dtype)
+
+
+def _chunked_conv_bwd(padding, res, g):
+  x, k = res
+  flipped, back_pad = _transposed(k, padding)
+  dx = _chunked_forward(g.astype(x.dtype), flipped.astype(x.dtype), back_pad)
+  return dx.astype(x.dtype), _kernel_grad(x, g, k, padding)
 
 
 _chunked_conv.defvjp(_chunked_conv_fwd, _chunked_conv_bwd)
@@ -175,28 +185,204 @@ def chunked_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
   return _chunked_conv(lhs, rhs, padding)
 
 
-CONV_IMPLS = {"xla": None, "im2col": im2col_conv, "chunked": chunked_conv}
+# Winograd F(2x2, 3x3) (Lavin & Gray, 2016): a 2x2 output tile from a 4x4 input tile in
+# 16 products instead of 36. Input transform B^T d B, kernel transform G g G^T, output
+# transform A^T m A.
+_WINO_BT = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
+_WINO_G = ((1, 0, 0), (.5, .5, .5), (.5, -.5, .5), (0, 0, 1))
+_WINO_AT = ((1, 1, 1, 0), (0, 1, -1, -1))
+# Bytes of one chunk's transformed input (16 x tiles x Cin, float32) in `winograd_conv`
+# (measured best near 9-10 MB per layer on a 2-core Xeon; experiments/winograd.py).
+WINOGRAD_BYTES = 10 * 2**20
+# The same for the kernel gradient, whose chunks also hold the transformed output
+# gradient (best near 5 MB).
+WINOGRAD_GRAD_BYTES = 5 * 2**20
+
+
+def _combine(coefs, terms):
+  """sum(c * t) for coefficients in {-1, 0, 1}: adds and subtracts only."""
+  out = None
+  for c, t in zip(coefs, terms):
+    if c and out is None:
+      out = t if c > 0 else -t
+    elif c:
+      out = out + t if c > 0 else out - t
+  return out
+
+
+def _winograd_tiles(x_shape, padding):
+  """Output size, tiles per side and input padding of a stride-1 3x3 convolution in
+  2x2 output tiles: the padding makes the tiles cover the output (an odd output size
+  gets one extra row or column, cropped at the end)."""
+  h, w = x_shape[1:3]
+  ho, wo = h + sum(padding[0]) - 2, w + sum(padding[1]) - 2
+  th, tw = -(-ho // 2), -(-wo // 2)
+  pads = ((0, 0), (padding[0][0], 2 * th + 2 - h - padding[0][0]),
+          (padding[1][0], 2 * tw + 2 - w - padding[1][0]), (0, 0))
+  return (ho, wo), (th, tw), pads
+
+
+def _input_tiles(xc, th, tw, *, channels_first=False):
+  """The 16 entries of the transformed 4x4 input tiles B^T d B of a padded chunk
+  [n, 2*th+2, 2*tw+2, C] (channels_first: [C, n, 2*th+2, 2*tw+2]), each of them
+  [n, th, tw, C] ([C, n, th, tw]) straight from the input's stride-2 slices (4 terms
+  each), so that the transform is one fused pass."""
+  rows, cols = (-2, -1) if channels_first else (1, 2)
+  d = [[lax.slice_in_dim(lax.slice_in_dim(xc, r, r + 2 * th - 1, 2, axis=rows),
+                         s, s + 2 * tw - 1, 2, axis=cols) for s in range(4)]
+       for r in range(4)]
+  return [_combine([br * bs for br in _WINO_BT[a] for bs in _WINO_BT[c]],
+                   [d[r][s] for r in range(4) for s in range(4)])
+          for a in range(4) for c in range(4)]
+
+
+def _winograd_forward(x, k, padding):
+  """Stride-1 3x3 NHWC/HWIO convolution by Winograd F(2x2, 3x3), a chunk of images at a time.
+
+  Per chunk: each of the 16 entries of the transformed 4x4 input tiles (stride 2),
+  [tiles, Cin], is multiplied by the same entry of the transformed kernel [Cin, Cout],
+  and each 2x2 output tile is read back from the 16 products. Transforms run in
+  float32; the matmuls take the compute dtype and accumulate in float32.
+  """
+  b, h, w, cin = x.shape
+  cout = k.shape[-1]
+  (ho, wo), (th, tw), pads = _winograd_tiles(x.shape, padding)
+  # Transformed kernel G g G^T, one [Cin, Cout] matrix per tile entry.
+  kf = k.astype(jnp.float32)
+  u = [sum(ga * gb * kf[i, j] for i, ga in enumerate(_WINO_G[a])
+           for j, gb in enumerate(_WINO_G[c]) if ga * gb).astype(k.dtype)
+       for a in range(4) for c in range(4)]
+  n = _images_per_chunk(b, 16 * th * tw * cin * 4, WINOGRAD_BYTES)
+
+  def one_chunk(xc):
+    v = _input_tiles(jnp.pad(xc.astype(jnp.float32), pads), th, tw)
+    m = [jnp.dot(vt.reshape(-1, cin).astype(k.dtype), ut,
+                 preferred_element_type=jnp.float32).reshape(n, th, tw, cout)
+         for vt, ut in zip(v, u)]
+    y = jnp.stack([jnp.stack([
+        _combine([ai * aj for ai in _WINO_AT[i] for aj in _WINO_AT[j]], m)
+        for j in range(2)], axis=3) for i in range(2)], axis=2)  # [n, th, 2, tw, 2, cout]
+    y = y.reshape(n, 2 * th, 2 * tw, cout)
+    return y[:, :ho, :wo].astype(x.dtype)
+
+  out = lax.map(one_chunk, x.reshape(b // n, n, h, w, cin))
+  return out.reshape(b, ho, wo, cout)
+
+
+def _winograd_kernel_grad(x, g, k, padding):
+  """The kernel gradient of `_winograd_forward`, by the same transform: per tile entry,
+  transformed input tiles^T @ transformed output-gradient tiles (A g A^T), summed over
+  chunks of images, then G^T (.) G back to the 3x3 kernel."""
+  b, h, w, cin = x.shape
+  cout = k.shape[-1]
+  (ho, wo), (th, tw), pads = _winograd_tiles(x.shape, padding)
+  n = _images_per_chunk(b, 16 * th * tw * cin * 4, WINOGRAD_GRAD_BYTES)
+  gpad = ((0, 0), (0, 2 * th - ho), (0, 2 * tw - wo), (0, 0))
+
+  def add_chunk(du, xg):
+    xc, gc = xg
+    # Channels first, so that each entry's tiles are a [Cin, tiles] matrix.
+    xc = jnp.pad(xc.astype(jnp.float32), pads).transpose(3, 0, 1, 2)
+    v = _input_tiles(xc, th, tw, channels_first=True)
+    gc = jnp.pad(gc.astype(jnp.float32), gpad)
+    gs = [[gc[:, i::2, j::2] for j in range(2)] for i in range(2)]
+    dm = [_combine([ai * aj for ai in (_WINO_AT[0][a], _WINO_AT[1][a])
+                    for aj in (_WINO_AT[0][c], _WINO_AT[1][c])],
+                   [gs[i][j] for i in range(2) for j in range(2)])
+          for a in range(4) for c in range(4)]
+    return [dut + jnp.dot(vt.reshape(cin, -1).astype(x.dtype),
+                          dmt.reshape(-1, cout).astype(x.dtype),
+                          preferred_element_type=jnp.float32)
+            for dut, vt, dmt in zip(du, v, dm)], None
+
+  du, _ = lax.scan(add_chunk, [jnp.zeros((cin, cout), jnp.float32)] * 16,
+                   (x.reshape(b // n, n, h, w, cin),
+                    g.reshape(b // n, n, ho, wo, cout)))
+  # The adjoint of u = G k G^T.
+  dk = jnp.stack([jnp.stack([
+      sum(_WINO_G[a][i] * _WINO_G[c][j] * du[4 * a + c] for a in range(4)
+          for c in range(4) if _WINO_G[a][i] * _WINO_G[c][j])
+      for j in range(3)]) for i in range(3)])
+  return dk.astype(k.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _winograd_conv(x, k, padding):
+  return _winograd_forward(x, k, padding)
+
+
+def _winograd_conv_fwd(x, k, padding):
+  return _winograd_forward(x, k, padding), (x, k)
+
+
+def _winograd_conv_bwd(padding, res, g):
+  x, k = res
+  flipped, back_pad = _transposed(k, padding)
+  forward = _winograd_forward if min(min(p) for p in back_pad) >= 0 else _chunked_forward
+  dx = forward(g.astype(x.dtype), flipped.astype(x.dtype), back_pad)
+  return dx.astype(x.dtype), _winograd_kernel_grad(x, g, k, padding)
+
+
+_winograd_conv.defvjp(_winograd_conv_fwd, _winograd_conv_bwd)
+
+
+def winograd_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
+                  rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                  precision=None):
+  """`lax.conv_general_dilated` for Flax's stride-1 3x3 NHWC/HWIO convolutions, for CPUs.
+
+  The same function as XLA's convolution up to float rounding (relative error near
+  1e-6 in float32), with 2.25x fewer multiplications: Winograd F(2x2, 3x3), computed a
+  chunk of images at a time so that the transformed tiles stay in cache
+  (`_winograd_forward`). Its gradients are `chunked_conv`'s. Fewer than 16 input
+  channels, kernels other than 3x3 and negative paddings go to `chunked_conv` (and from
+  there to `im2col_conv` or lax).
+  """
+  kh, kw, cin = rhs.shape[:3]
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), (1, 1), padding)
+  padding = tuple(tuple(int(p) for p in pair) for pair in padding)
+  if (cin < 16 or (kh, kw) != (3, 3) or min(min(p) for p in padding) < 0
+      or not _is_plain(lhs, window_strides, lhs_dilation, rhs_dilation,
+                       feature_group_count)):
+    return chunked_conv(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+                        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                        feature_group_count=feature_group_count, precision=precision)
+  return _winograd_conv(lhs, rhs, padding)
+
+
+CONV_IMPLS = {"xla": None, "im2col": im2col_conv, "chunked": chunked_conv,
+              "winograd": winograd_conv}
 
 
 def auto_conv_impl(*, train: bool, dtype, pixels: int, cin: int) -> str:
   """The fastest way to compute one 3x3 convolution here, as measured.
 
-  XLA's convolution on GPUs and TPUs, and for inference everywhere (on a CPU its
-  forward pass is as fast as the alternatives over a whole network, and faster for
-  narrow ones). For training on a CPU (whole-network train steps from
-  `python -m ferjax.bench`, per layer from `python experiments/conv_backward.py`, on a
-  2-core Xeon with AMX): the first layer (1 input channel) as one im2col matmul; in
-  bfloat16 every other layer chunked (`chunked_conv`, whose matmuls run on AMX); in
-  float32 chunked for the layers of 24x24 pixels or more and im2col for the smaller
-  ones, where the whole batch's patch matrix is small.
+  XLA's convolution on GPUs and TPUs. On a CPU (per layer from
+  `python experiments/conv_backward.py`, whole networks from
+  `python experiments/eval_conv_impls.py` and `python -m ferjax.bench`, on a 2-core
+  Xeon with AMX): the first layer (a few input channels) as one im2col matmul, every
+  other layer by Winograd F(2x2, 3x3) (`winograd_conv`), for training and inference,
+  in float32 and bfloat16. `train`, `dtype` and `pixels` are what the choice was
+  measured over; on this CPU they do not change it.
   """
-  if jax.default_backend() != "cpu" or not train:
+  del train, dtype, pixels
+  if jax.default_backend() != "cpu":
     return "xla"
-  if cin < 16:
-    return "im2col"
-  if jnp.dtype(dtype) == jnp.bfloat16:
-    return "chunked"
-  return "chunked" if pixels >= 24 * 24 else "im2col"
+  return "im2col" if cin < 16 else "winograd"
+
+
+def max_pool_2x2(x):
+  """`nn.max_pool(x, (2, 2), strides=(2, 2))` (VALID) as a reshape and a max.
+
+  The same values; its gradient goes through JAX's max reduction (elementwise masks)
+  instead of XLA's select-and-scatter, which XLA's CPU backend lowers to a reduce-window
+  over four full-size index arrays (a tenth of the CPU train step). Between tied
+  maxima the gradient is shared rather than given to the first.
+  """
+  b, h, w, c = x.shape
+  x = x[:, :h // 2 * 2, :w // 2 * 2]
+  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 class ConvNet(nn.Module):
@@ -245,7 +431,7 @@ class ConvNet(nn.Module):
         if self.batch_norm:
           x = norm()(x)
         x = nn.relu(x)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = max_pool_2x2(x)
       if self.stage_dropout:
         x = nn.Dropout(self.stage_dropout, deterministic=not train)(x)
     if self.dense:

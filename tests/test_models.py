@@ -87,7 +87,50 @@ def test_chunked_conv_in_bfloat16_accumulates_in_float32():
   assert dk.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(dk.astype(jnp.float32))))
 
 
-@pytest.mark.parametrize("impl", ["im2col", "chunked"])
+@pytest.mark.parametrize("batch,cin,cout,padding", [
+    (3, 16, 8, "SAME"), (4, 17, 5, ((0, 2), (1, 0))), (6, 16, 6, "VALID"),
+    (2, 3, 4, "SAME")])  # the last: few input channels, handed on to im2col
+def test_winograd_conv_equals_lax_conv_and_its_gradients(monkeypatch, batch, cin, cout,
+                                                         padding):
+  # Tiny cache budgets, so the batch is split into several chunks. The 10x9 input
+  # gives odd output sizes (a cropped tile row or column).
+  monkeypatch.setattr(models, "WINOGRAD_BYTES", 16 * 6 * 5 * cin * 4)
+  monkeypatch.setattr(models, "WINOGRAD_GRAD_BYTES", 16 * 6 * 5 * cin * 4)
+  monkeypatch.setattr(models, "CHUNK_BYTES", 10 * 9 * 9 * cin * 4)
+  monkeypatch.setattr(models, "TAPS_BYTES", 12 * 11 * 9 * cout * 4)
+  _assert_conv_equals_lax(models.winograd_conv, batch, cin, cout, padding,
+                          value_atol=1e-4, grad_atol=1e-3)
+
+
+def test_winograd_conv_in_bfloat16_is_within_bfloat16_rounding():
+  from jax import lax
+  x = jax.random.normal(jax.random.key(0), (4, 12, 12, 64))
+  k = jax.random.normal(jax.random.key(1), (3, 3, 64, 32)) * 0.05
+  xb, kb = x.astype(jnp.bfloat16), k.astype(jnp.bfloat16)
+  ref = lax.conv_general_dilated(xb.astype(jnp.float32), kb.astype(jnp.float32), (1, 1),
+                                 "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  got = models.winograd_conv(xb, kb, (1, 1), "SAME")
+  assert got.dtype == jnp.bfloat16
+  # The transformed tiles and kernel are rounded to bfloat16 as well as the output
+  # (8 bits of mantissa): about one unit of bfloat16 rounding on average (measured
+  # 1.1), a few at most.
+  err = jnp.abs(got.astype(jnp.float32) - ref)
+  assert float(jnp.mean(err)) < 2 * 2**-8 * float(jnp.mean(jnp.abs(ref)))
+  assert float(jnp.max(err)) < 4 * 2**-8 * float(jnp.max(jnp.abs(ref)))
+
+
+def test_max_pool_2x2_equals_flax_max_pool_and_its_gradient():
+  from flax import linen as nn
+  x = jax.random.normal(jax.random.key(0), (2, 7, 6, 3))  # odd height: VALID drops a row
+  ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+  np.testing.assert_array_equal(models.max_pool_2x2(x), ref(x))
+  loss = lambda f: lambda x: jnp.sum(jnp.sin(f(x)))
+  # Random floats have no ties, so both gradients go to the same elements.
+  np.testing.assert_allclose(jax.grad(loss(models.max_pool_2x2))(x), jax.grad(loss(ref))(x),
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("impl", ["im2col", "chunked", "winograd"])
 def test_conv_impls_share_parameters_outputs_and_gradients(impl):
   x = jax.random.uniform(jax.random.key(0), (4, 48, 48, 1))
   keywords = {**models.MODELS["vgg_small"].keywords, "widths": (8, 16),
@@ -114,9 +157,8 @@ def test_auto_conv_impl_on_this_backend():
   pick = lambda **kw: models.auto_conv_impl(**{"train": True, "dtype": jnp.float32,
                                                 "pixels": 48 * 48, "cin": 64, **kw})
   if jax.default_backend() != "cpu":
-    assert pick() == "xla"
+    assert pick() == "xla" and pick(train=False) == "xla"
     return
-  assert pick(cin=1) == "im2col"
-  assert pick() == "chunked" and pick(dtype=jnp.bfloat16, pixels=36) == "chunked"
-  assert pick(pixels=12 * 12) == "im2col"
-  assert pick(train=False) == "xla"
+  assert pick(cin=1) == "im2col" and pick(cin=1, train=False) == "im2col"
+  for kw in ({}, {"dtype": jnp.bfloat16}, {"pixels": 6 * 6}, {"train": False}):
+    assert pick(**kw) == "winograd"

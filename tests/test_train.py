@@ -200,3 +200,18 @@ def test_tta_prediction_is_the_mean_over_the_views():
                                                            train=False))
                              for v in views]), axis=0)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_prediction_in_passes_equals_one_pass_over_the_batch():
+  mesh = train.make_mesh()
+  state = train.init_state(TINY, mesh=mesh, steps_per_epoch=1)
+  # 37 images: not a multiple of the pass size, so the last pass is padded.
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (37, 48, 48), np.uint8))
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  want = jax.nn.softmax(state.apply_fn(variables, images[..., None] / 255.0, train=False))
+  np.testing.assert_allclose(train.predict_step(state, images, tta=False), want,
+                             rtol=1e-5, atol=1e-6)
+  # Pass j holds images j, j + B/n, ...; the output goes back in the input's order.
+  x = images.astype(jnp.float32)
+  got = train._apply_in_chunks(lambda x: x[:, 0, 0] * 2, x, 4)
+  np.testing.assert_array_equal(got, x[:, 0, 0] * 2)
