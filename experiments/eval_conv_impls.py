@@ -4,10 +4,10 @@
 
 For the seed CNN and the VGG, in float32 and bfloat16: images/s of a jitted eval
 forward pass (train=False) with conv_impl "xla", "im2col", "chunked", "winograd" and
-"auto" (best of 3 timed runs after compilation), over the whole batch at once, and
-("auto/16") as `ferjax.train.predict_step` runs it on a CPU: passes of
-CPU_EVAL_CHUNK images. The same parameters serve every implementation; this is what
-`models.auto_conv_impl` chose inference's implementation from.
+"auto" (best of 3 timed runs after compilation) over the whole batch at once, and
+"auto/n": in passes of n images, as `ferjax.train.predict_step` runs it on a CPU (with
+n = train.CPU_EVAL_CHUNK). The same parameters serve every implementation; this is
+what `models.auto_conv_impl` and CPU_EVAL_CHUNK were chosen from.
 """
 
 import argparse
@@ -17,6 +17,8 @@ import jax.numpy as jnp
 from conv_backward import best_time  # this folder's per-layer script
 
 from ferjax import models, train
+
+PASSES = (4, 8, 16, 32)  # images per pass of the network
 
 
 def main():
@@ -35,10 +37,10 @@ def main():
         m = model.clone(conv_impl=impl)
         f = jax.jit(lambda v, x, m=m: m.apply(v, x, train=False))
         row.append(f"{impl} {b / best_time(f, variables, x):6.0f}")
-      n = train.CPU_EVAL_CHUNK
-      f = jax.jit(lambda v, x: train._apply_in_chunks(
-          lambda c: model.apply(v, c, train=False), x, n))
-      row.append(f"auto/{n} {b / best_time(f, variables, x):6.0f}")
+      for n in PASSES:
+        f = jax.jit(lambda v, x, m=model, n=n: train._apply_in_chunks(
+            lambda c: m.apply(v, c, train=False), x, n))
+        row.append(f"auto/{n} {b / best_time(f, variables, x):6.0f}")
       print(f"{name:8s} {jnp.dtype(dtype).name:8s}: " + " | ".join(row), flush=True)
 
 

@@ -192,7 +192,8 @@ _WINO_BT = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
 _WINO_G = ((1, 0, 0), (.5, .5, .5), (.5, -.5, .5), (0, 0, 1))
 _WINO_AT = ((1, 1, 1, 0), (0, 1, -1, -1))
 # Bytes of one chunk's transformed input (16 x tiles x Cin, float32) in `winograd_conv`
-# (measured best near 9-10 MB per layer on a 2-core Xeon; experiments/winograd.py).
+# (measured best near 10 MB per layer on a 2-core Xeon;
+# python experiments/winograd_chunks.py).
 WINOGRAD_BYTES = 10 * 2**20
 # The same for the kernel gradient, whose chunks also hold the transformed output
 # gradient (best near 5 MB).
@@ -334,9 +335,12 @@ def winograd_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
   The same function as XLA's convolution up to float rounding (relative error near
   1e-6 in float32), with 2.25x fewer multiplications: Winograd F(2x2, 3x3), computed a
   chunk of images at a time so that the transformed tiles stay in cache
-  (`_winograd_forward`). Its gradients are `chunked_conv`'s. Fewer than 16 input
-  channels, kernels other than 3x3 and negative paddings go to `chunked_conv` (and from
-  there to `im2col_conv` or lax).
+  (`_winograd_forward`). Its gradients use the same transform: the input gradient is
+  the Winograd convolution of the output gradient with the flipped kernel, the kernel
+  gradient transformed input tiles^T @ transformed output-gradient tiles
+  (`_winograd_kernel_grad`). Float32 accumulation in every dtype (AMX in bfloat16).
+  Fewer than 16 input channels, kernels other than 3x3 and negative paddings go to
+  `chunked_conv` (and from there to `im2col_conv` or lax).
   """
   kh, kw, cin = rhs.shape[:3]
   if isinstance(padding, str):
@@ -361,15 +365,18 @@ def auto_conv_impl(*, train: bool, dtype, pixels: int, cin: int) -> str:
   XLA's convolution on GPUs and TPUs. On a CPU (per layer from
   `python experiments/conv_backward.py`, whole networks from
   `python experiments/eval_conv_impls.py` and `python -m ferjax.bench`, on a 2-core
-  Xeon with AMX): the first layer (a few input channels) as one im2col matmul, every
-  other layer by Winograd F(2x2, 3x3) (`winograd_conv`), for training and inference,
-  in float32 and bfloat16. `train`, `dtype` and `pixels` are what the choice was
-  measured over; on this CPU they do not change it.
+  Xeon with AMX), in float32 and bfloat16 alike: for training, the first layer (a few
+  input channels) as one im2col matmul and every other layer by Winograd F(2x2, 3x3)
+  (`winograd_conv`); for inference (which runs a few images at a time, see
+  `ferjax.train.predict_step`), XLA's convolution for the first layer and the layers
+  larger than 24x24, Winograd for the others.
   """
-  del train, dtype, pixels
+  del dtype
   if jax.default_backend() != "cpu":
     return "xla"
-  return "im2col" if cin < 16 else "winograd"
+  if train:
+    return "im2col" if cin < 16 else "winograd"
+  return "xla" if cin < 16 or pixels > 24 * 24 else "winograd"
 
 
 def max_pool_2x2(x):

@@ -181,8 +181,8 @@ def train_step(state: TrainState, images: jax.Array, labels: jax.Array,
 
 # Images per pass of the network when predicting on a CPU: one pass's activations
 # (48x48x64 floats per image in the first stage) then stay in cache from layer to layer
-# (measured best at 16 on a 2-core Xeon; experiments/eval_conv_impls.py).
-CPU_EVAL_CHUNK = 16
+# (measured best at 8-16 on a 2-core Xeon; experiments/eval_conv_impls.py).
+CPU_EVAL_CHUNK = 8
 
 
 def _apply_in_chunks(apply, x: jax.Array, n: int) -> jax.Array:
