@@ -112,7 +112,8 @@ def main() -> None:
          "ferjax_augmented_images_per_second": augmented["train_images_per_second"],
          "ratio_ferjax_over_torch": j / t,
          "ferjax_fraction_of_peak": plain["fraction_of_peak"],
-         "xla_flags": os.environ.get("XLA_FLAGS", "")}
+         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+         "allocator": plain.get("allocator", "unknown")}
   if args.json:
     print(json.dumps(out))
     return

@@ -52,6 +52,21 @@ def _flops(compiled) -> float | None:
   return float(cost["flops"]) if cost and "flops" in cost else None
 
 
+def allocator() -> str:
+  """The malloc this process runs on: a preloaded tcmalloc or jemalloc, else the C
+  library's. (XLA's CPU backend allocates each step's temporaries afresh; glibc maps
+  and unmaps such large blocks every step, tcmalloc keeps them.)"""
+  try:
+    with open("/proc/self/maps") as f:
+      maps = f.read()
+  except OSError:
+    return "unknown"
+  for name in ("tcmalloc", "jemalloc", "mimalloc"):
+    if name in maps:
+      return name
+  return "libc"
+
+
 def _spread(xs: list[float]) -> dict:
   return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
 
@@ -125,6 +140,7 @@ def run(config: configs.Config, *, steps: int, repeats: int) -> dict:
       "device_kind": jax.devices()[0].device_kind,
       "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cpus",
       "jax": jax.__version__,
+      "allocator": allocator(),
       "train_images_per_second": _spread(rates),
       "eval_images_per_second": _spread(eval_rates["eval"]),
       "eval_tta_images_per_second": _spread(eval_rates["eval_tta"]),
@@ -163,7 +179,8 @@ def main(argv=None) -> None:
     print(json.dumps(out))
     return
   r = out["train_images_per_second"]
-  print(f"{out['variant']} ({out['model']}), batch {out['batch_size']}, {out['devices']}")
+  print(f"{out['variant']} ({out['model']}), batch {out['batch_size']}, {out['devices']}, "
+        f"malloc: {out['allocator']}")
   print(f"  train   {r['median']:8.1f} img/s  (min {r['min']:.1f}, max {r['max']:.1f})")
   for k in ("eval", "eval_tta"):
     e = out[f"{k}_images_per_second"]

@@ -1,0 +1,19 @@
+"""The benchmark command: one JSON object with the figures the README's table reports."""
+
+import json
+
+from ferjax import bench
+
+
+def test_bench_json_reports_every_figure(capsys):
+  bench.main(["--variant", "tiny", "--steps", "2", "--repeats", "1", "--json"])
+  out = json.loads(capsys.readouterr().out)
+  for key in ("train_images_per_second", "eval_images_per_second",
+              "eval_tta_images_per_second"):
+    assert 0 < out[key]["min"] <= out[key]["median"] <= out[key]["max"]
+  assert out["eval_speedup_per_image"] > 0 and out["eval_tta_speedup_per_image"] > 0
+  assert out["train_gflop_per_step"] > 0 and out["matmul_peak_gflops"] > 0
+  assert 0 < out["fraction_of_peak"] == out["achieved_gflops"] / out["matmul_peak_gflops"]
+  assert 0 <= out["input_wait_fraction"] < 1 and out["peak_rss_mib"] > 0
+  assert out["allocator"] in ("libc", "tcmalloc", "jemalloc", "mimalloc", "unknown")
+  assert out["variant"] == "tiny" and out["batch_size"] == 32
