@@ -1,0 +1,48 @@
+"""How many images per chunk suit `ferjax.models.winograd_conv` on this CPU.
+
+    python experiments/winograd_chunks.py [--batch-size 128]
+
+For each convolution of the augmented network (VGG 64-128-256-512 on 48x48, the first
+layer aside), GFLOP/s (direct-convolution FLOPs, so "effective" for Winograd) of the
+Winograd forward pass and of its kernel gradient for several chunk budgets (MB of
+transformed input tiles per chunk: models.WINOGRAD_BYTES for the forward pass and the
+input gradient, models.WINOGRAD_GRAD_BYTES for the kernel gradient), with XLA's forward
+convolution and the chunked kernel gradient (`models._kernel_grad`) for reference.
+"""
+
+import argparse
+
+import jax
+from conv_backward import LAYERS, best_time, conv_xla  # this folder's per-layer script
+
+from ferjax import models
+
+BUDGETS_MB = (2, 5, 10, 20, 40)
+PAD = ((1, 1), (1, 1))
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--batch-size", type=int, default=128)
+  b = p.parse_args().batch_size
+  print(f"batch {b}, float32; GFLOP/s by chunk budget (MB of transformed tiles)")
+  for h, ci, co in LAYERS[1:]:
+    x = jax.random.normal(jax.random.key(0), (b, h, h, ci))
+    k = jax.random.normal(jax.random.key(1), (3, 3, ci, co)) * 0.05
+    g = jax.random.normal(jax.random.key(2), (b, h, h, co))
+    flops = 2 * b * h * h * 9 * ci * co
+    rate = lambda f, *a, flops=flops: f"{flops / best_time(jax.jit(f), *a) / 1e9:5.0f}"
+    fwd = [f"xla {rate(conv_xla, x, k)}"]
+    grad = [f"chunked {rate(lambda x, g, k=k: models._kernel_grad(x, g, k, PAD), x, g)}"]
+    for mb in BUDGETS_MB:
+      models.WINOGRAD_BYTES = models.WINOGRAD_GRAD_BYTES = mb * 2**20
+      # A fresh function per budget: the budget is read when the function is traced.
+      fwd.append(f"{mb}MB {rate(lambda x, k: models._winograd_forward(x, k, PAD), x, k)}")
+      grad.append(f"{mb}MB {rate(lambda x, g, k=k: models._winograd_kernel_grad(x, g, k, PAD), x, g)}")
+    print(f"{h:2d}x{h:<2d} {ci:3d}->{co:3d} forward:  " + " | ".join(fwd))
+    print(f"{'':14s} kernel gradient: " + " | ".join(grad), flush=True)
+
+
+if __name__ == "__main__":
+  main()
