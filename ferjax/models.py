@@ -107,15 +107,6 @@ def _chunked_forward(x, k, padding):
   return out.reshape(b, ho, wo, cout)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _chunked_conv(x, k, padding):
-  return _chunked_forward(x, k, padding)
-
-
-def _chunked_conv_fwd(x, k, padding):
-  return _chunked_forward(x, k, padding), (x, k)
-
-
 def _transposed(k, padding):
   """The kernel and padding of a convolution's input gradient: a stride-1 convolution
   of the output gradient with the flipped kernel, in/out channels swapped, and the
@@ -144,14 +135,31 @@ def _kernel_grad(x, g, k, padding):
   return dk.reshape(k.shape).astype(k.dtype)
 
 
-def _chunked_conv_bwd(padding, res, g):
-  x, k = res
-  flipped, back_pad = _transposed(k, padding)
-  dx = _chunked_forward(g.astype(x.dtype), flipped.astype(x.dtype), back_pad)
-  return dx.astype(x.dtype), _kernel_grad(x, g, k, padding)
+def _conv_with_vjp(forward, kernel_grad):
+  """A stride-1 convolution `conv(x, k, padding)` computed by `forward(x, k, padding)`,
+  with a custom VJP: the input gradient is `forward` applied to the output gradient
+  with the transposed kernel (`_chunked_forward` where that padding is negative), the
+  kernel gradient `kernel_grad(x, g, k, padding)`."""
+
+  @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+  def conv(x, k, padding):
+    return forward(x, k, padding)
+
+  def conv_fwd(x, k, padding):
+    return forward(x, k, padding), (x, k)
+
+  def conv_bwd(padding, res, g):
+    x, k = res
+    flipped, back_pad = _transposed(k, padding)
+    fwd = forward if min(min(p) for p in back_pad) >= 0 else _chunked_forward
+    dx = fwd(g.astype(x.dtype), flipped.astype(x.dtype), back_pad)
+    return dx.astype(x.dtype), kernel_grad(x, g, k, padding)
+
+  conv.defvjp(conv_fwd, conv_bwd)
+  return conv
 
 
-_chunked_conv.defvjp(_chunked_conv_fwd, _chunked_conv_bwd)
+_chunked_conv = _conv_with_vjp(_chunked_forward, _kernel_grad)
 
 
 def chunked_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
@@ -307,24 +315,7 @@ def _winograd_kernel_grad(x, g, k, padding):
   return dk.astype(k.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _winograd_conv(x, k, padding):
-  return _winograd_forward(x, k, padding)
-
-
-def _winograd_conv_fwd(x, k, padding):
-  return _winograd_forward(x, k, padding), (x, k)
-
-
-def _winograd_conv_bwd(padding, res, g):
-  x, k = res
-  flipped, back_pad = _transposed(k, padding)
-  forward = _winograd_forward if min(min(p) for p in back_pad) >= 0 else _chunked_forward
-  dx = forward(g.astype(x.dtype), flipped.astype(x.dtype), back_pad)
-  return dx.astype(x.dtype), _winograd_kernel_grad(x, g, k, padding)
-
-
-_winograd_conv.defvjp(_winograd_conv_fwd, _winograd_conv_bwd)
+_winograd_conv = _conv_with_vjp(_winograd_forward, _winograd_kernel_grad)
 
 
 def winograd_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,

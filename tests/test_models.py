@@ -59,62 +59,48 @@ def test_im2col_conv_equals_lax_conv_and_its_gradients(cin, cout, padding):
                           grad_atol=1e-4)
 
 
-@pytest.mark.parametrize("batch,cin,cout,padding", [
-    (3, 16, 8, "SAME"), (4, 17, 5, ((0, 2), (1, 0))), (6, 16, 6, "VALID"),
-    (2, 3, 4, "SAME")])  # the last: few input channels, handed to im2col
-def test_chunked_conv_equals_lax_conv_and_its_gradients(monkeypatch, batch, cin, cout,
-                                                        padding):
-  # Tiny cache budgets, so the batch is split into several chunks.
-  monkeypatch.setattr(models, "CHUNK_BYTES", 10 * 9 * 9 * cin * 4)
-  monkeypatch.setattr(models, "TAPS_BYTES", 12 * 11 * 9 * cout * 4)
-  _assert_conv_equals_lax(models.chunked_conv, batch, cin, cout, padding,
-                          value_atol=1e-4, grad_atol=1e-3)
-
-
-def test_chunked_conv_in_bfloat16_accumulates_in_float32():
-  from jax import lax
-  x = jax.random.normal(jax.random.key(0), (4, 12, 12, 64))
-  k = jax.random.normal(jax.random.key(1), (3, 3, 64, 32)) * 0.05
-  xb, kb = x.astype(jnp.bfloat16), k.astype(jnp.bfloat16)
-  ref = lax.conv_general_dilated(xb.astype(jnp.float32), kb.astype(jnp.float32), (1, 1),
-                                 "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  got = models.chunked_conv(xb, kb, (1, 1), "SAME")
-  assert got.dtype == jnp.bfloat16
-  # Only the final rounding to bfloat16 (8 bits of mantissa) separates them.
-  np.testing.assert_allclose(got.astype(jnp.float32), ref, rtol=2**-7, atol=1e-2)
-  dk = jax.grad(lambda k: jnp.sum(models.chunked_conv(xb, k, (1, 1), "SAME")
-                                  .astype(jnp.float32)))(kb)
-  assert dk.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(dk.astype(jnp.float32))))
-
-
+@pytest.mark.parametrize("impl", ["chunked", "winograd"])
 @pytest.mark.parametrize("batch,cin,cout,padding", [
     (3, 16, 8, "SAME"), (4, 17, 5, ((0, 2), (1, 0))), (6, 16, 6, "VALID"),
     (2, 3, 4, "SAME")])  # the last: few input channels, handed on to im2col
-def test_winograd_conv_equals_lax_conv_and_its_gradients(monkeypatch, batch, cin, cout,
-                                                         padding):
+def test_cpu_conv_equals_lax_conv_and_its_gradients(monkeypatch, impl, batch, cin, cout,
+                                                    padding):
   # Tiny cache budgets, so the batch is split into several chunks. The 10x9 input
-  # gives odd output sizes (a cropped tile row or column).
-  monkeypatch.setattr(models, "WINOGRAD_BYTES", 16 * 6 * 5 * cin * 4)
-  monkeypatch.setattr(models, "WINOGRAD_GRAD_BYTES", 16 * 6 * 5 * cin * 4)
+  # gives Winograd odd output sizes (a cropped tile row or column).
   monkeypatch.setattr(models, "CHUNK_BYTES", 10 * 9 * 9 * cin * 4)
   monkeypatch.setattr(models, "TAPS_BYTES", 12 * 11 * 9 * cout * 4)
-  _assert_conv_equals_lax(models.winograd_conv, batch, cin, cout, padding,
+  monkeypatch.setattr(models, "WINOGRAD_BYTES", 16 * 6 * 5 * cin * 4)
+  monkeypatch.setattr(models, "WINOGRAD_GRAD_BYTES", 16 * 6 * 5 * cin * 4)
+  _assert_conv_equals_lax(models.CONV_IMPLS[impl], batch, cin, cout, padding,
                           value_atol=1e-4, grad_atol=1e-3)
 
 
-def test_winograd_conv_in_bfloat16_is_within_bfloat16_rounding():
+def _bfloat16_case(conv):
+  """A bfloat16 convolution by `conv`, and its float32 reference on the same inputs."""
   from jax import lax
-  x = jax.random.normal(jax.random.key(0), (4, 12, 12, 64))
-  k = jax.random.normal(jax.random.key(1), (3, 3, 64, 32)) * 0.05
-  xb, kb = x.astype(jnp.bfloat16), k.astype(jnp.bfloat16)
-  ref = lax.conv_general_dilated(xb.astype(jnp.float32), kb.astype(jnp.float32), (1, 1),
+  x = jax.random.normal(jax.random.key(0), (4, 12, 12, 64)).astype(jnp.bfloat16)
+  k = (jax.random.normal(jax.random.key(1), (3, 3, 64, 32)) * 0.05).astype(jnp.bfloat16)
+  ref = lax.conv_general_dilated(x.astype(jnp.float32), k.astype(jnp.float32), (1, 1),
                                  "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  got = models.winograd_conv(xb, kb, (1, 1), "SAME")
+  got = conv(x, k, (1, 1), "SAME")
   assert got.dtype == jnp.bfloat16
+  dk = jax.grad(lambda k: jnp.sum(conv(x, k, (1, 1), "SAME").astype(jnp.float32)))(k)
+  assert dk.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(dk.astype(jnp.float32))))
+  return got.astype(jnp.float32), ref
+
+
+def test_chunked_conv_in_bfloat16_accumulates_in_float32():
+  got, ref = _bfloat16_case(models.chunked_conv)
+  # Only the final rounding to bfloat16 (8 bits of mantissa) separates them.
+  np.testing.assert_allclose(got, ref, rtol=2**-7, atol=1e-2)
+
+
+def test_winograd_conv_in_bfloat16_is_within_bfloat16_rounding():
+  got, ref = _bfloat16_case(models.winograd_conv)
   # The transformed tiles and kernel are rounded to bfloat16 as well as the output
   # (8 bits of mantissa): about one unit of bfloat16 rounding on average (measured
   # 1.1), a few at most.
-  err = jnp.abs(got.astype(jnp.float32) - ref)
+  err = jnp.abs(got - ref)
   assert float(jnp.mean(err)) < 2 * 2**-8 * float(jnp.mean(jnp.abs(ref)))
   assert float(jnp.max(err)) < 4 * 2**-8 * float(jnp.max(jnp.abs(ref)))
 
