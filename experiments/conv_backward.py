@@ -15,8 +15,8 @@ computing the same function:
   chunked ferjax.models.chunked_conv: a few images at a time, input @ all 9 taps of
           the kernel then a shifted sum (forward and input gradient), transposed
           patches @ grad (kernel gradient), float32 accumulation.
-  winograd ferjax.models.winograd_conv: Winograd F(2x2, 3x3) for the forward pass and
-          the input gradient (2.25x fewer multiplications), chunked's kernel gradient.
+  winograd ferjax.models.winograd_conv: Winograd F(2x2, 3x3) (2.25x fewer
+          multiplications) for the forward pass and both gradients.
 Reports GFLOP/s (forward = 2*B*H*W*9*Cin*Cout, forward+backward = 3x that) and checks
 that every variant's gradients match XLA's. --dtype bfloat16 runs all of them in
 bfloat16 (the reference for the check is then XLA's bfloat16 convolution).
@@ -63,7 +63,7 @@ def _hybrid_fwd(x, k):
 
 def _hybrid_bwd(res, g):
   x, k = res
-  b, h, w, c = x.shape
+  b, h, w, _ = x.shape
   dx = conv_xla(g, jnp.flip(k, (0, 1)).transpose(0, 1, 3, 2))
   dk = lax.dot_general(_patches(x), g.reshape(b * h * w, -1), (((0,), (0,)), ((), ())))
   return dx, dk.reshape(k.shape)
@@ -104,12 +104,17 @@ def best_time(f, *args, repeats=3):
   return min(times)
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__,
+def layer_args(doc):
+  """The command line of the per-layer scripts (this one, torch_conv_layers.py)."""
+  p = argparse.ArgumentParser(description=doc,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--batch-size", type=int, default=128)
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-  args = p.parse_args()
+  return p.parse_args()
+
+
+def main():
+  args = layer_args(__doc__)
   b, dtype = args.batch_size, jnp.dtype(args.dtype)
   total = {v: [0.0, 0.0] for v in VARIANTS}
   print(f"batch {b}, {dtype.name}; GFLOP/s forward / forward+backward")
@@ -121,7 +126,7 @@ def main():
     for name, conv in VARIANTS.items():
       fwd = jax.jit(conv)
       grad = jax.jit(jax.grad(
-          lambda x, k: jnp.sum(conv(x, k).astype(jnp.float32) ** 2), argnums=(0, 1)))
+          lambda x, k, conv=conv: jnp.sum(conv(x, k).astype(jnp.float32) ** 2), argnums=(0, 1)))
       g = grad(x, k)
       if ref is None:
         ref = g

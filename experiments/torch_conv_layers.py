@@ -9,20 +9,16 @@ needs none, as in training), in GFLOP/s as conv_backward.py counts them (forward
 2*B*H*W*9*Cin*Cout, forward+backward = 3x that). --dtype bfloat16 uses autocast.
 """
 
-import argparse
 import os
 import time
 
-from conv_backward import LAYERS  # the same convolutions as the JAX per-layer script
+# The same convolutions and command line as the JAX per-layer script.
+from conv_backward import LAYERS, layer_args
 
 
 def main():
   import torch
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--batch-size", type=int, default=128)
-  p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-  args = p.parse_args()
+  args = layer_args(__doc__)
   torch.set_num_threads(os.cpu_count())
   torch.manual_seed(0)
   b, bf16 = args.batch_size, args.dtype == "bfloat16"

@@ -27,6 +27,14 @@ def _is_plain(lhs, window_strides, lhs_dilation, rhs_dilation, feature_group_cou
           and all(d == 1 for d in (rhs_dilation or (1,))) and lhs.ndim == 4)
 
 
+def _explicit_pads(lhs, rhs, padding):
+  """A stride-1 2-D convolution's padding as ((top, bottom), (left, right)) ints
+  ("SAME" and "VALID" spelled out), hashable for a custom VJP's static argument."""
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
+  return tuple(tuple(int(p) for p in pair) for pair in padding)
+
+
 def im2col_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
                 rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                 precision=None):
@@ -45,9 +53,8 @@ def im2col_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
         feature_group_count=feature_group_count, precision=precision)
   kh, kw, cin, cout = rhs.shape
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), (1, 1), padding)
-  x = jnp.pad(lhs, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+  padding = _explicit_pads(lhs, rhs, padding)
+  x = jnp.pad(lhs, ((0, 0), padding[0], padding[1], (0, 0)))
   b, h, w = lhs.shape[0], x.shape[1] - kh + 1, x.shape[2] - kw + 1
   cols = jnp.concatenate([x[:, i:i + h, j:j + w, :] for i in range(kh)
                           for j in range(kw)], axis=-1)
@@ -186,11 +193,7 @@ def chunked_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
     return im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                        feature_group_count=feature_group_count, precision=precision)
-  kh, kw = rhs.shape[:2]
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), (1, 1), padding)
-  padding = tuple(tuple(int(p) for p in pair) for pair in padding)
-  return _chunked_conv(lhs, rhs, padding)
+  return _chunked_conv(lhs, rhs, _explicit_pads(lhs, rhs, padding))
 
 
 # Winograd F(2x2, 3x3) (Lavin & Gray, 2016): a 2x2 output tile from a 4x4 input tile in
@@ -334,9 +337,7 @@ def winograd_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
   `chunked_conv` (and from there to `im2col_conv` or lax).
   """
   kh, kw, cin = rhs.shape[:3]
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), (1, 1), padding)
-  padding = tuple(tuple(int(p) for p in pair) for pair in padding)
+  padding = _explicit_pads(lhs, rhs, padding)
   if (cin < 16 or (kh, kw) != (3, 3) or min(min(p) for p in padding) < 0
       or not _is_plain(lhs, window_strides, lhs_dilation, rhs_dilation,
                        feature_group_count)):
@@ -397,8 +398,9 @@ class ConvNet(nn.Module):
     head_dropout: dropout before the classifier.
     dtype: computation dtype (bfloat16 for mixed precision); parameters stay float32.
     conv_impl: how convolutions are computed, not what: "xla" (lax's convolution),
-      "im2col" (`im2col_conv`), "chunked" (`chunked_conv`), or "auto": per layer, the
-      fastest measured here (`auto_conv_impl`). Parameters are the same for all.
+      "im2col" (`im2col_conv`), "chunked" (`chunked_conv`), "winograd"
+      (`winograd_conv`), or "auto": per layer, the fastest measured here
+      (`auto_conv_impl`). Parameters are the same for all.
   """
   num_classes: int
   widths: Sequence[int] = (32, 64, 128)
