@@ -196,14 +196,25 @@ def chunked_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
   return _chunked_conv(lhs, rhs, _explicit_pads(lhs, rhs, padding))
 
 
-# Winograd F(2x2, 3x3) (Lavin & Gray, 2016): a 2x2 output tile from a 4x4 input tile in
-# 16 products instead of 36. Input transform B^T d B, kernel transform G g G^T, output
-# transform A^T m A.
-_WINO_BT = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
-_WINO_G = ((1, 0, 0), (.5, .5, .5), (.5, -.5, .5), (0, 0, 1))
-_WINO_AT = ((1, 1, 1, 0), (0, 1, -1, -1))
-# Bytes of one chunk's transformed input (16 x tiles x Cin, float32) in `winograd_conv`
-# (measured best near 10 MB per layer on a 2-core Xeon;
+# Winograd F(m x m, 3x3) (Lavin & Gray, 2016): an m x m output tile from an
+# (m+2) x (m+2) input tile in (m+2)^2 products instead of 9 m^2. Input transform
+# B^T d B, kernel transform G g G^T, output transform A^T M A; per m: (B^T, G, A^T).
+# F(2x2) has coefficients 0 and +-1 (adds only) and is used everywhere; F(4x4), 4x fewer
+# multiplications but costlier transforms, is used for kernel gradients whose output
+# divides into 4x4 tiles (measured: python experiments/winograd_chunks.py).
+_WINOGRAD = {
+    2: (((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
+        ((1, 0, 0), (.5, .5, .5), (.5, -.5, .5), (0, 0, 1)),
+        ((1, 1, 1, 0), (0, 1, -1, -1))),
+    4: (((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
+         (0, -2, -1, 2, 1, 0), (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1)),
+        ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
+         (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0, 0, 1)),
+        ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0),
+         (0, 1, -1, 8, -8, 1))),
+}
+# Bytes of one chunk's transformed input ((m+2)^2 x tiles x Cin, float32) in
+# `winograd_conv` (measured best near 10 MB per layer on a 2-core Xeon;
 # python experiments/winograd_chunks.py).
 WINOGRAD_BYTES = 10 * 2**20
 # The same for the kernel gradient, whose chunks also hold the transformed output
@@ -212,108 +223,116 @@ WINOGRAD_GRAD_BYTES = 5 * 2**20
 
 
 def _combine(coefs, terms):
-  """sum(c * t) for coefficients in {-1, 0, 1}: adds and subtracts only."""
+  """sum(c * t), skipping zero coefficients and multiplying only where c is not +-1."""
   out = None
   for c, t in zip(coefs, terms):
-    if c and out is None:
-      out = t if c > 0 else -t
-    elif c:
-      out = out + t if c > 0 else out - t
+    if not c:
+      continue
+    if c not in (1, -1):
+      t, c = c * t, 1
+    out = (t if c > 0 else -t) if out is None else (out + t if c > 0 else out - t)
   return out
 
 
-def _winograd_tiles(x_shape, padding):
+def _winograd_tiles(x_shape, padding, m=2):
   """Output size, tiles per side and input padding of a stride-1 3x3 convolution in
-  2x2 output tiles: the padding makes the tiles cover the output (an odd output size
-  gets one extra row or column, cropped at the end)."""
+  m x m output tiles: the padding makes the tiles cover the output (an output size
+  that m does not divide gets extra rows or columns, cropped at the end)."""
   h, w = x_shape[1:3]
   ho, wo = h + sum(padding[0]) - 2, w + sum(padding[1]) - 2
-  th, tw = -(-ho // 2), -(-wo // 2)
-  pads = ((0, 0), (padding[0][0], 2 * th + 2 - h - padding[0][0]),
-          (padding[1][0], 2 * tw + 2 - w - padding[1][0]), (0, 0))
+  th, tw = -(-ho // m), -(-wo // m)
+  pads = ((0, 0), (padding[0][0], m * th + 2 - h - padding[0][0]),
+          (padding[1][0], m * tw + 2 - w - padding[1][0]), (0, 0))
   return (ho, wo), (th, tw), pads
 
 
-def _input_tiles(xc, th, tw):
-  """The 16 entries of the transformed 4x4 input tiles B^T d B of a padded chunk
-  [n, 2*th+2, 2*tw+2, C], each of them [n, th, tw, C] straight from the input's
-  stride-2 slices (4 terms each), so that the transform is one fused pass."""
-  d = [[lax.slice_in_dim(lax.slice_in_dim(xc, r, r + 2 * th - 1, 2, axis=1),
-                         s, s + 2 * tw - 1, 2, axis=2) for s in range(4)]
-       for r in range(4)]
-  return [_combine([br * bs for br in _WINO_BT[a] for bs in _WINO_BT[c]],
-                   [d[r][s] for r in range(4) for s in range(4)])
-          for a in range(4) for c in range(4)]
+def _input_tiles(xc, th, tw, m=2):
+  """The (m+2)^2 entries of the transformed input tiles B^T d B of a padded chunk
+  [n, m*th+2, m*tw+2, C], each of them [n, th, tw, C] straight from the input's
+  stride-m slices, so that each entry's transform is one fused pass."""
+  bt, t = _WINOGRAD[m][0], m + 2
+  d = [[lax.slice_in_dim(lax.slice_in_dim(xc, r, r + m * (th - 1) + 1, m, axis=1),
+                         s, s + m * (tw - 1) + 1, m, axis=2) for s in range(t)]
+       for r in range(t)]
+  return [_combine([br * bs for br in bt[a] for bs in bt[c]],
+                   [d[r][s] for r in range(t) for s in range(t)])
+          for a in range(t) for c in range(t)]
 
 
-def _winograd_forward(x, k, padding):
-  """Stride-1 3x3 NHWC/HWIO convolution by Winograd F(2x2, 3x3), a chunk of images at a time.
+def _winograd_forward(x, k, padding, m=2):
+  """Stride-1 3x3 NHWC/HWIO convolution by Winograd F(m x m, 3x3), a chunk of images at a time.
 
-  Per chunk: each of the 16 entries of the transformed 4x4 input tiles (stride 2),
+  Per chunk: each of the (m+2)^2 entries of the transformed input tiles (stride m),
   [tiles, Cin], is multiplied by the same entry of the transformed kernel [Cin, Cout],
-  and each 2x2 output tile is read back from the 16 products. Transforms run in
+  and each m x m output tile is read back from the products. Transforms run in
   float32; the matmuls take the compute dtype and accumulate in float32.
   """
+  _, g_, at = _WINOGRAD[m]
+  t = m + 2
   b, h, w, cin = x.shape
   cout = k.shape[-1]
-  (ho, wo), (th, tw), pads = _winograd_tiles(x.shape, padding)
+  (ho, wo), (th, tw), pads = _winograd_tiles(x.shape, padding, m)
   # Transformed kernel G g G^T, one [Cin, Cout] matrix per tile entry.
   kf = k.astype(jnp.float32)
-  u = [sum(ga * gb * kf[i, j] for i, ga in enumerate(_WINO_G[a])
-           for j, gb in enumerate(_WINO_G[c]) if ga * gb).astype(k.dtype)
-       for a in range(4) for c in range(4)]
-  n = _images_per_chunk(b, 16 * th * tw * cin * 4, WINOGRAD_BYTES)
+  u = [sum(ga * gb * kf[i, j] for i, ga in enumerate(g_[a])
+           for j, gb in enumerate(g_[c]) if ga * gb).astype(k.dtype)
+       for a in range(t) for c in range(t)]
+  n = _images_per_chunk(b, t * t * th * tw * cin * 4, WINOGRAD_BYTES)
 
   def one_chunk(xc):
-    v = _input_tiles(jnp.pad(xc.astype(jnp.float32), pads), th, tw)
-    m = [jnp.dot(vt.reshape(-1, cin).astype(k.dtype), ut,
-                 preferred_element_type=jnp.float32).reshape(n, th, tw, cout)
-         for vt, ut in zip(v, u)]
+    v = _input_tiles(jnp.pad(xc.astype(jnp.float32), pads), th, tw, m)
+    prods = [jnp.dot(vt.reshape(-1, cin).astype(k.dtype), ut,
+                     preferred_element_type=jnp.float32).reshape(n, th, tw, cout)
+             for vt, ut in zip(v, u)]
     y = jnp.stack([jnp.stack([
-        _combine([ai * aj for ai in _WINO_AT[i] for aj in _WINO_AT[j]], m)
-        for j in range(2)], axis=3) for i in range(2)], axis=2)  # [n, th, 2, tw, 2, cout]
-    y = y.reshape(n, 2 * th, 2 * tw, cout)
+        _combine([ai * aj for ai in at[i] for aj in at[j]], prods)
+        for j in range(m)], axis=3) for i in range(m)], axis=2)  # [n, th, m, tw, m, cout]
+    y = y.reshape(n, m * th, m * tw, cout)
     return y[:, :ho, :wo].astype(x.dtype)
 
   out = lax.map(one_chunk, x.reshape(b // n, n, h, w, cin))
   return out.reshape(b, ho, wo, cout)
 
 
-def _winograd_kernel_grad(x, g, k, padding):
-  """The kernel gradient of `_winograd_forward`, by the same transform: per tile entry,
-  transformed input tiles^T @ transformed output-gradient tiles (A g A^T), summed over
-  chunks of images, then G^T (.) G back to the 3x3 kernel. Both operands stay channels
-  last ([tiles, C]) and the matmul contracts their first axis: transposing the input
-  chunk to channels first instead, for a plain [Cin, tiles] @ [tiles, Cout], was 1.2x
-  to 1.8x slower per layer (python experiments/winograd_chunks.py)."""
+def _winograd_kernel_grad(x, g, k, padding, m=None):
+  """The kernel gradient of a stride-1 3x3 convolution by Winograd F(m x m, 3x3): per
+  tile entry, transformed input tiles^T @ transformed output-gradient tiles (A g A^T),
+  summed over chunks of images, then G^T (.) G back to the 3x3 kernel. m=None: 4 where
+  the output divides into 4x4 tiles, else 2. Both operands stay channels last
+  ([tiles, C]) and the matmul contracts their first axis: transposing the input chunk
+  to channels first instead, for a plain [Cin, tiles] @ [tiles, Cout], was 1.2x to 1.8x
+  slower per layer (with m=2)."""
   b, h, w, cin = x.shape
   cout = k.shape[-1]
-  (ho, wo), (th, tw), pads = _winograd_tiles(x.shape, padding)
-  n = _images_per_chunk(b, 16 * th * tw * cin * 4, WINOGRAD_GRAD_BYTES)
-  gpad = ((0, 0), (0, 2 * th - ho), (0, 2 * tw - wo), (0, 0))
+  if m is None:
+    ho, wo = (h + sum(padding[0]) - 2, w + sum(padding[1]) - 2)
+    m = 4 if ho % 4 == 0 and wo % 4 == 0 else 2
+  _, g_, at = _WINOGRAD[m]
+  t = m + 2
+  (ho, wo), (th, tw), pads = _winograd_tiles(x.shape, padding, m)
+  n = _images_per_chunk(b, t * t * th * tw * cin * 4, WINOGRAD_GRAD_BYTES)
+  gpad = ((0, 0), (0, m * th - ho), (0, m * tw - wo), (0, 0))
   tiles_t_at = (((0,), (0,)), ((), ()))  # dot_general: contract the tiles of both
 
   def add_chunk(du, xg):
     xc, gc = xg
-    v = _input_tiles(jnp.pad(xc.astype(jnp.float32), pads), th, tw)
+    v = _input_tiles(jnp.pad(xc.astype(jnp.float32), pads), th, tw, m)
     gc = jnp.pad(gc.astype(jnp.float32), gpad)
-    gs = [[gc[:, i::2, j::2] for j in range(2)] for i in range(2)]
-    dm = [_combine([ai * aj for ai in (_WINO_AT[0][a], _WINO_AT[1][a])
-                    for aj in (_WINO_AT[0][c], _WINO_AT[1][c])],
-                   [gs[i][j] for i in range(2) for j in range(2)])
-          for a in range(4) for c in range(4)]
+    gs = [gc[:, i::m, j::m] for i in range(m) for j in range(m)]
+    dm = [_combine([at[i][a] * at[j][c] for i in range(m) for j in range(m)], gs)
+          for a in range(t) for c in range(t)]
     return [dut + lax.dot_general(vt.reshape(-1, cin).astype(x.dtype),
                                   dmt.reshape(-1, cout).astype(x.dtype), tiles_t_at,
                                   preferred_element_type=jnp.float32)
             for dut, vt, dmt in zip(du, v, dm)], None
 
-  du, _ = lax.scan(add_chunk, [jnp.zeros((cin, cout), jnp.float32)] * 16,
+  du, _ = lax.scan(add_chunk, [jnp.zeros((cin, cout), jnp.float32)] * (t * t),
                    (x.reshape(b // n, n, h, w, cin),
                     g.reshape(b // n, n, ho, wo, cout)))
   # The adjoint of u = G k G^T.
   dk = jnp.stack([jnp.stack([
-      sum(_WINO_G[a][i] * _WINO_G[c][j] * du[4 * a + c] for a in range(4)
-          for c in range(4) if _WINO_G[a][i] * _WINO_G[c][j])
+      sum(g_[a][i] * g_[c][j] * du[t * a + c] for a in range(t)
+          for c in range(t) if g_[a][i] * g_[c][j])
       for j in range(3)]) for i in range(3)])
   return dk.astype(k.dtype)
 
@@ -332,7 +351,8 @@ def winograd_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
   (`_winograd_forward`). Its gradients use the same transform: the input gradient is
   the Winograd convolution of the output gradient with the flipped kernel, the kernel
   gradient transformed input tiles^T @ transformed output-gradient tiles
-  (`_winograd_kernel_grad`). Float32 accumulation in every dtype (AMX in bfloat16).
+  (`_winograd_kernel_grad`; F(4x4, 3x3), relative error near 1e-5, where the output
+  divides into 4x4 tiles). Float32 accumulation in every dtype (AMX in bfloat16).
   Fewer than 16 input channels, kernels other than 3x3 and negative paddings go to
   `chunked_conv` (and from there to `im2col_conv` or lax).
   """

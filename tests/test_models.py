@@ -75,6 +75,27 @@ def test_cpu_conv_equals_lax_conv_and_its_gradients(monkeypatch, impl, batch, ci
                           value_atol=1e-4, grad_atol=1e-3)
 
 
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("size,padding", [((12, 8), ((1, 1), (1, 1))),  # tiles fit
+                                          ((10, 9), ((0, 2), (1, 0)))])  # cropped
+def test_winograd_tile_sizes_give_lax_values_and_kernel_gradient(monkeypatch, m, size,
+                                                                 padding):
+  from jax import lax
+  monkeypatch.setattr(models, "WINOGRAD_BYTES", 1)  # one image a chunk
+  monkeypatch.setattr(models, "WINOGRAD_GRAD_BYTES", 1)
+  x = jax.random.normal(jax.random.key(0), (3, *size, 16))
+  k = jax.random.normal(jax.random.key(1), (3, 3, 16, 8))
+  ref = lambda x, k: lax.conv_general_dilated(x, k, (1, 1), padding,
+                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y = ref(x, k)
+  np.testing.assert_allclose(models._winograd_forward(x, k, padding, m), y, rtol=1e-5,
+                             atol=1e-4)
+  g = jnp.cos(y)
+  _, vjp = jax.vjp(lambda k: ref(x, k), k)
+  np.testing.assert_allclose(models._winograd_kernel_grad(x, g, k, padding, m), vjp(g)[0],
+                             rtol=1e-4, atol=1e-3)
+
+
 def _bfloat16_case(conv):
   """A bfloat16 convolution by `conv`, and its float32 reference on the same inputs."""
   from jax import lax
