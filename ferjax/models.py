@@ -304,9 +304,8 @@ def _winograd_kernel_grad(x, g, k, padding, m=None):
   slower per layer (with m=2)."""
   b, h, w, cin = x.shape
   cout = k.shape[-1]
-  if m is None:
-    ho, wo = (h + sum(padding[0]) - 2, w + sum(padding[1]) - 2)
-    m = 4 if ho % 4 == 0 and wo % 4 == 0 else 2
+  if m is None:  # g has the output's shape
+    m = 4 if g.shape[1] % 4 == 0 and g.shape[2] % 4 == 0 else 2
   _, g_, at = _WINOGRAD[m]
   t = m + 2
   (ho, wo), (th, tw), pads = _winograd_tiles(x.shape, padding, m)
