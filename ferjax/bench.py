@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ferjax import configs, input_pipeline, train
+from ferjax import configs, input_pipeline, malloc, train
 from ferjax.augment import NO_AUGMENT
 from ferjax.errors import run_cli
 
@@ -53,9 +53,8 @@ def _flops(compiled) -> float | None:
 
 
 def allocator() -> str:
-  """The malloc this process runs on: a preloaded tcmalloc or jemalloc, else the C
-  library's. (XLA's CPU backend allocates each step's temporaries afresh; glibc maps
-  and unmaps such large blocks every step, tcmalloc keeps them.)"""
+  """The malloc this process runs on: a preloaded mimalloc (which ferjax's commands
+  preload on Linux, see `ferjax.malloc`), tcmalloc or jemalloc, else the C library's."""
   try:
     with open("/proc/self/maps") as f:
       maps = f.read()
@@ -194,4 +193,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+  malloc.reexec_with_mimalloc()
   run_cli(main)

@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ferjax import checkpointing, input_pipeline, report, train
+from ferjax import checkpointing, input_pipeline, malloc, report, train
 from ferjax.classes import class_names
 from ferjax.configs import Config
 from ferjax.errors import ConfigError, run_cli
@@ -77,4 +77,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+  malloc.reexec_with_mimalloc()
   run_cli(main)

@@ -30,7 +30,7 @@ from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ferjax import augment as augment_lib
-from ferjax import checkpointing, configs, input_pipeline, models, report
+from ferjax import checkpointing, configs, input_pipeline, malloc, models, report
 from ferjax.classes import class_names
 from ferjax.configs import Config
 from ferjax.errors import ConfigError, DataError, TrainingDiverged, run_cli
@@ -634,4 +634,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+  malloc.reexec_with_mimalloc()
   run_cli(main)
