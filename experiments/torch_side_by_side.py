@@ -11,6 +11,10 @@ autocast with --dtype bfloat16, against ferjax's --dtype bfloat16), on the CPU w
 each side runs in its own process. ferjax is measured by `python -m ferjax.bench`
 with augmentation off (`--no-augment`), so both do the same work, and once more with
 its augmentation on, as it trains.
+
+Each side runs on the malloc it gets by default: ferjax's commands preload mimalloc on
+Linux (ferjax/malloc.py), PyTorch runs on the C library's. `--same-malloc` preloads
+mimalloc (never purging, as ferjax does) for the PyTorch side too.
 """
 
 from __future__ import annotations
@@ -80,8 +84,14 @@ def main() -> None:
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                  help="compute dtype on both sides (bfloat16: torch.autocast on the "
                  "PyTorch side, --dtype bfloat16 on the ferjax side; parameters float32)")
+  p.add_argument("--same-malloc", action="store_true",
+                 help="run PyTorch on mimalloc too (this process re-execs itself with "
+                 "it preloaded; the ferjax subprocess inherits it)")
   p.add_argument("--json", action="store_true")
   args = p.parse_args()
+  from ferjax import bench as ferjax_bench, malloc
+  if args.same_malloc:
+    malloc.reexec_with_mimalloc()
 
   from ferjax import configs, models
   config = configs.get_config(args.variant)
@@ -113,14 +123,16 @@ def main() -> None:
          "ratio_ferjax_over_torch": j / t,
          "ferjax_fraction_of_peak": plain["fraction_of_peak"],
          "xla_flags": os.environ.get("XLA_FLAGS", ""),
-         "allocator": plain.get("allocator", "unknown")}
+         "allocator": plain.get("allocator", "unknown"),
+         "torch_allocator": ferjax_bench.allocator()}
   if args.json:
     print(json.dumps(out))
     return
   print(f"{args.variant} ({config.model}), batch {batch}, {args.dtype}, "
         f"{os.cpu_count()} CPUs")
-  print(f"  PyTorch                 {t:7.1f} img/s")
-  print(f"  ferjax (no augment)     {j:7.1f} img/s   ratio {j / t:.2f}x")
+  print(f"  PyTorch                 {t:7.1f} img/s   malloc {out['torch_allocator']}")
+  print(f"  ferjax (no augment)     {j:7.1f} img/s   malloc {out['allocator']}, "
+        f"ratio {j / t:.2f}x")
   print(f"  ferjax (augmented step) "
         f"{augmented['train_images_per_second']['median']:7.1f} img/s")
 
