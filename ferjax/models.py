@@ -269,7 +269,7 @@ def _winograd_forward(x, k, padding, m=2):
   """
   _, g_, at = _WINOGRAD[m]
   t = m + 2
-  b, h, w, cin = x.shape
+  b, cin = x.shape[0], x.shape[3]
   cout = k.shape[-1]
   (ho, wo), (th, tw), pads = _winograd_tiles(x.shape, padding, m)
   # Transformed kernel G g G^T, one [Cin, Cout] matrix per tile entry.
@@ -279,7 +279,8 @@ def _winograd_forward(x, k, padding, m=2):
        for a in range(t) for c in range(t)]
   n = _images_per_chunk(b, t * t * th * tw * cin * 4, WINOGRAD_BYTES)
 
-  def one_chunk(xc):
+  def one_chunk(chunk):  # sliced from x itself: see _winograd_kernel_grad
+    xc = lax.dynamic_slice_in_dim(x, chunk * n, n)
     v = _input_tiles(jnp.pad(xc.astype(jnp.float32), pads), th, tw, m)
     prods = [jnp.dot(vt.reshape(-1, cin).astype(k.dtype), ut,
                      preferred_element_type=jnp.float32).reshape(n, th, tw, cout)
@@ -290,7 +291,7 @@ def _winograd_forward(x, k, padding, m=2):
     y = y.reshape(n, m * th, m * tw, cout)
     return y[:, :ho, :wo].astype(x.dtype)
 
-  out = lax.map(one_chunk, x.reshape(b // n, n, h, w, cin))
+  out = lax.map(one_chunk, jnp.arange(b // n))
   return out.reshape(b, ho, wo, cout)
 
 
@@ -302,7 +303,7 @@ def _winograd_kernel_grad(x, g, k, padding, m=None):
   ([tiles, C]) and the matmul contracts their first axis: transposing the input chunk
   to channels first instead, for a plain [Cin, tiles] @ [tiles, Cout], was 1.2x to 1.8x
   slower per layer (with m=2)."""
-  b, h, w, cin = x.shape
+  b, cin = x.shape[0], x.shape[3]
   cout = k.shape[-1]
   if m is None:  # g has the output's shape
     m = 4 if g.shape[1] % 4 == 0 and g.shape[2] % 4 == 0 else 2
@@ -313,8 +314,13 @@ def _winograd_kernel_grad(x, g, k, padding, m=None):
   gpad = ((0, 0), (0, m * th - ho), (0, m * tw - wo), (0, 0))
   tiles_t_at = (((0,), (0,)), ((), ()))  # dot_general: contract the tiles of both
 
-  def add_chunk(du, xg):
-    xc, gc = xg
+  # Chunks are sliced from x and g themselves, not from a [chunks, n, ...] reshape:
+  # this loop and the forward one (which chunk differently) then read the same
+  # buffer, where XLA materialised the input once per chunk layout (a BatchNorm+ReLU
+  # pass recomputed per layout).
+  def add_chunk(du, chunk):
+    xc = lax.dynamic_slice_in_dim(x, chunk * n, n)
+    gc = lax.dynamic_slice_in_dim(g, chunk * n, n)
     v = _input_tiles(jnp.pad(xc.astype(jnp.float32), pads), th, tw, m)
     gc = jnp.pad(gc.astype(jnp.float32), gpad)
     gs = [gc[:, i::m, j::m] for i in range(m) for j in range(m)]
@@ -326,8 +332,7 @@ def _winograd_kernel_grad(x, g, k, padding, m=None):
             for dut, vt, dmt in zip(du, v, dm)], None
 
   du, _ = lax.scan(add_chunk, [jnp.zeros((cin, cout), jnp.float32)] * (t * t),
-                   (x.reshape(b // n, n, h, w, cin),
-                    g.reshape(b // n, n, ho, wo, cout)))
+                   jnp.arange(b // n))
   # The adjoint of u = G k G^T.
   dk = jnp.stack([jnp.stack([
       sum(g_[a][i] * g_[c][j] * du[t * a + c] for a in range(t)
