@@ -9,9 +9,9 @@ machine). mimalloc, told never to give freed memory back to the system
 the augmented train step runs about a quarter faster (README, "Performance").
 
 The malloc of a running process cannot be swapped, so `python -m ferjax.train`,
-`ferjax.evaluate` and `ferjax.bench` call `reexec_with_mimalloc()` before they import
-anything large: it replaces the process by the same command line with mimalloc
-preloaded (`LD_PRELOAD`). It does nothing where the `cmeel-mimalloc` wheel is not
+`ferjax.evaluate` and `ferjax.bench`, run as commands, call `reexec_with_mimalloc()`
+before anything else: it replaces the process by the same command line with mimalloc
+preloaded (`LD_PRELOAD`). The new process imports the modules again (about a second). It does nothing where the `cmeel-mimalloc` wheel is not
 installed, off Linux, where a malloc is already preloaded, or with
 `FERJAX_MALLOC=system`, which keeps the C library's malloc.
 

@@ -315,9 +315,9 @@ def _winograd_kernel_grad(x, g, k, padding, m=None):
   tiles_t_at = (((0,), (0,)), ((), ()))  # dot_general: contract the tiles of both
 
   # Chunks are sliced from x and g themselves, not from a [chunks, n, ...] reshape:
-  # this loop and the forward one (which chunk differently) then read the same
-  # buffer, where XLA materialised the input once per chunk layout (a BatchNorm+ReLU
-  # pass recomputed per layout).
+  # this loop and the forward one, which chunk differently, then read one buffer.
+  # With reshapes, XLA materialised x once per chunk layout, recomputing the
+  # BatchNorm+ReLU that produces it.
   def add_chunk(du, chunk):
     xc = lax.dynamic_slice_in_dim(x, chunk * n, n)
     gc = lax.dynamic_slice_in_dim(g, chunk * n, n)
