@@ -89,7 +89,8 @@ def main() -> None:
                  "it preloaded; the ferjax subprocess inherits it)")
   p.add_argument("--json", action="store_true")
   args = p.parse_args()
-  from ferjax import bench as ferjax_bench, malloc
+  from ferjax import bench as ferjax_bench
+  from ferjax import malloc
   if args.same_malloc:
     malloc.reexec_with_mimalloc()
 
