@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ferjax import configs, input_pipeline, malloc, train
+from ferjax import configs, input_pipeline, malloc, models, train
 from ferjax.augment import NO_AUGMENT
 from ferjax.errors import run_cli
 
@@ -140,6 +140,7 @@ def run(config: configs.Config, *, steps: int, repeats: int) -> dict:
       "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cpus",
       "jax": jax.__version__,
       "allocator": allocator(),
+      "winograd_mb": [models.WINOGRAD_BYTES / 2**20, models.WINOGRAD_GRAD_BYTES / 2**20],
       "train_images_per_second": _spread(rates),
       "eval_images_per_second": _spread(eval_rates["eval"]),
       "eval_tta_images_per_second": _spread(eval_rates["eval_tta"]),
@@ -165,8 +166,18 @@ def main(argv=None) -> None:
   p.add_argument("--dtype", choices=("float32", "bfloat16"))
   p.add_argument("--no-augment", action="store_true",
                  help="switch augmentation off (the network alone)")
+  p.add_argument("--winograd-mb", metavar="FORWARD,GRAD",
+                 help="chunk budgets of the CPU's Winograd convolutions in MB (default "
+                 f"{models.WINOGRAD_BYTES / 2**20:g},{models.WINOGRAD_GRAD_BYTES / 2**20:g}"
+                 "), for tuning")
   p.add_argument("--json", action="store_true", help="print one JSON object")
   args = p.parse_args(argv)
+  if args.winograd_mb:
+    try:
+      fwd, grad = (float(v) for v in args.winograd_mb.split(","))
+    except ValueError:
+      p.error(f"--winograd-mb {args.winograd_mb}: give two sizes in MB, e.g. 10,5")
+    models.WINOGRAD_BYTES, models.WINOGRAD_GRAD_BYTES = int(fwd * 2**20), int(grad * 2**20)
   config = configs.get_config(args.variant)
   overrides = {k: v for k, v in (("batch_size", args.batch_size), ("dtype", args.dtype),
                                  ("model", args.model)) if v is not None}

@@ -2,7 +2,9 @@
 
 import json
 
-from ferjax import bench
+import pytest
+
+from ferjax import bench, models
 
 
 def test_bench_json_reports_every_figure(capsys):
@@ -17,3 +19,20 @@ def test_bench_json_reports_every_figure(capsys):
   assert 0 <= out["input_wait_fraction"] < 1 and out["peak_rss_mib"] > 0
   assert out["allocator"] in ("libc", "tcmalloc", "jemalloc", "mimalloc", "unknown")
   assert out["variant"] == "tiny" and out["batch_size"] == 32
+  assert out["winograd_mb"] == [models.WINOGRAD_BYTES / 2**20,
+                                models.WINOGRAD_GRAD_BYTES / 2**20]
+
+
+def test_winograd_budgets_are_set_and_reported(capsys, monkeypatch):
+  for name in ("WINOGRAD_BYTES", "WINOGRAD_GRAD_BYTES"):  # restored after the test
+    monkeypatch.setattr(models, name, getattr(models, name))
+  bench.main(["--variant", "tiny", "--steps", "1", "--repeats", "1", "--json",
+              "--winograd-mb", "2.5,1"])
+  assert json.loads(capsys.readouterr().out)["winograd_mb"] == [2.5, 1.0]
+  assert models.WINOGRAD_BYTES == int(2.5 * 2**20)
+
+
+def test_bad_winograd_budgets_say_what_to_give(capsys):
+  with pytest.raises(SystemExit):
+    bench.main(["--winograd-mb", "10"])
+  assert "give two sizes in MB, e.g. 10,5" in capsys.readouterr().err
