@@ -89,7 +89,6 @@ def main() -> None:
                  "it preloaded; the ferjax subprocess inherits it)")
   p.add_argument("--json", action="store_true")
   args = p.parse_args()
-  from ferjax import bench as ferjax_bench
   from ferjax import malloc
   if args.same_malloc:
     malloc.reexec_with_mimalloc()
@@ -125,7 +124,7 @@ def main() -> None:
          "ferjax_fraction_of_peak": plain["fraction_of_peak"],
          "xla_flags": os.environ.get("XLA_FLAGS", ""),
          "allocator": plain.get("allocator", "unknown"),
-         "torch_allocator": ferjax_bench.allocator()}
+         "torch_allocator": malloc.current()}
   if args.json:
     print(json.dumps(out))
     return

@@ -52,20 +52,6 @@ def _flops(compiled) -> float | None:
   return float(cost["flops"]) if cost and "flops" in cost else None
 
 
-def allocator() -> str:
-  """The malloc this process runs on: a preloaded mimalloc (which ferjax's commands
-  preload on Linux, see `ferjax.malloc`), tcmalloc or jemalloc, else the C library's."""
-  try:
-    with open("/proc/self/maps") as f:
-      maps = f.read()
-  except OSError:
-    return "unknown"
-  for name in ("tcmalloc", "jemalloc", "mimalloc"):
-    if name in maps:
-      return name
-  return "libc"
-
-
 def _spread(xs: list[float]) -> dict:
   return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
 
@@ -139,7 +125,7 @@ def run(config: configs.Config, *, steps: int, repeats: int) -> dict:
       "device_kind": jax.devices()[0].device_kind,
       "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cpus",
       "jax": jax.__version__,
-      "allocator": allocator(),
+      "allocator": malloc.current(),
       "winograd_mb": [models.WINOGRAD_BYTES / 2**20, models.WINOGRAD_GRAD_BYTES / 2**20],
       "train_images_per_second": _spread(rates),
       "eval_images_per_second": _spread(eval_rates["eval"]),

@@ -11,9 +11,10 @@ the augmented train step runs about a quarter faster (README, "Performance").
 The malloc of a running process cannot be swapped, so `python -m ferjax.train`,
 `ferjax.evaluate` and `ferjax.bench`, run as commands, call `reexec_with_mimalloc()`
 before anything else: it replaces the process by the same command line with mimalloc
-preloaded (`LD_PRELOAD`). The new process imports the modules again (about a second). It does nothing where the `cmeel-mimalloc` wheel is not
-installed, off Linux, where a malloc is already preloaded, or with
-`FERJAX_MALLOC=system`, which keeps the C library's malloc.
+preloaded (`LD_PRELOAD`); the new process imports the modules again (about a
+second). It does nothing where the `cmeel-mimalloc` wheel is not installed, off Linux,
+where a malloc is already preloaded (`current()`), or with `FERJAX_MALLOC=system`,
+which keeps the C library's malloc.
 
 Memory freed by one step stays with the process until it exits, so its resident size
 stays at its peak instead of falling between steps.
@@ -27,7 +28,20 @@ from importlib import metadata
 from pathlib import Path
 
 ENV = "FERJAX_MALLOC"
-_PRELOADED = ("mimalloc", "tcmalloc", "jemalloc")
+
+
+def current() -> str:
+  """The malloc this process runs on: a preloaded mimalloc, tcmalloc or jemalloc (as
+  mapped in /proc/self/maps), else "libc"; "unknown" where that file cannot be read."""
+  try:
+    with open("/proc/self/maps") as f:
+      maps = f.read()
+  except OSError:
+    return "unknown"
+  for name in ("tcmalloc", "jemalloc", "mimalloc"):
+    if name in maps:
+      return name
+  return "libc"
 
 
 def mimalloc_library() -> Path | None:
@@ -54,14 +68,13 @@ def reexec_with_mimalloc() -> None:
     sys.exit(2)
   if choice == "system" or sys.platform != "linux":
     return
-  preload = os.environ.get("LD_PRELOAD", "")
-  if any(name in preload for name in _PRELOADED):
-    return  # already preloaded, by us (after the exec) or by the user
+  if current() != "libc":
+    return  # a malloc is preloaded already, by us (after the exec) or by the user
   lib = mimalloc_library()
   if lib is None:
     return
   env = dict(os.environ)
-  env["LD_PRELOAD"] = f"{lib} {preload}".strip()
+  env["LD_PRELOAD"] = f"{lib} {os.environ.get('LD_PRELOAD', '')}".strip()
   env.setdefault("MIMALLOC_PURGE_DELAY", "-1")
   sys.stdout.flush()
   sys.stderr.flush()
