@@ -43,8 +43,9 @@ def read_metrics(path: Path) -> list[dict]:
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def plot_curves(metrics: list[dict], path: Path, *, title: str) -> None:
-  """Loss and accuracy per epoch, train and validation."""
+def plot_curves(metrics: list[dict], path: Path, *, title: str,
+                train_label: str = "train") -> None:
+  """Loss and accuracy per epoch, train (as trained: `train_label`) and validation."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -52,10 +53,9 @@ def plot_curves(metrics: list[dict], path: Path, *, title: str) -> None:
     return
   epochs = [m["epoch"] for m in metrics]
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-  for key, label in (("train_loss", "train (augmented)"), ("val_loss", "validation")):
+  for key, label in (("train_loss", train_label), ("val_loss", "validation")):
     ax1.plot(epochs, [m[key] for m in metrics], marker=".", label=label)
-  for key, label in (("train_accuracy", "train (augmented)"),
-                     ("val_accuracy", "validation")):
+  for key, label in (("train_accuracy", train_label), ("val_accuracy", "validation")):
     ax2.plot(epochs, [m[key] for m in metrics], marker=".", label=label)
   ax1.set(xlabel="epoch", ylabel="loss", title="loss")
   ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracy")

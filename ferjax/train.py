@@ -563,7 +563,9 @@ def write_report(config: Config, workdir: Path, *, steps: Steps, ckpt, template,
   if jax.process_index() == 0:
     (workdir / "report.json").write_text(json.dumps(out, indent=2))
     title = f"ferjax {config.variant} ({config.model})"
-    report.plot_curves(history, workdir / "curves.png", title=title)
+    report.plot_curves(history, workdir / "curves.png", title=title,
+                       train_label="train (augmented)" if config.augment.enabled
+                       else "train")
     report.plot_confusion(out["test"] or out["validation"], workdir / "confusion.png",
                           title=title)
   line = (f"{config.variant}: clean train accuracy {out['train_accuracy_clean']:.4f}, "
