@@ -126,7 +126,8 @@ def run(config: configs.Config, *, steps: int, repeats: int) -> dict:
       "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cpus",
       "jax": jax.__version__,
       "allocator": malloc.current(),
-      "winograd_mb": [models.WINOGRAD_BYTES / 2**20, models.WINOGRAD_GRAD_BYTES / 2**20],
+      "winograd_mb": [models.WINOGRAD_BYTES / 2**20, models.WINOGRAD_GRAD_BYTES / 2**20,
+                      models.WINOGRAD_WHOLE_BYTES / 2**20],
       "train_images_per_second": _spread(rates),
       "eval_images_per_second": _spread(eval_rates["eval"]),
       "eval_tta_images_per_second": _spread(eval_rates["eval_tta"]),
@@ -152,18 +153,24 @@ def main(argv=None) -> None:
   p.add_argument("--dtype", choices=("float32", "bfloat16"))
   p.add_argument("--no-augment", action="store_true",
                  help="switch augmentation off (the network alone)")
-  p.add_argument("--winograd-mb", metavar="FORWARD,GRAD",
-                 help="chunk budgets of the CPU's Winograd convolutions in MB (default "
-                 f"{models.WINOGRAD_BYTES / 2**20:g},{models.WINOGRAD_GRAD_BYTES / 2**20:g}"
-                 "), for tuning")
+  p.add_argument("--winograd-mb", metavar="FORWARD,GRAD[,WHOLE]",
+                 help="chunk budgets of the CPU's Winograd convolutions in MB, and the "
+                 "size under which a layer's whole batch is one chunk (default "
+                 f"{models.WINOGRAD_BYTES / 2**20:g},{models.WINOGRAD_GRAD_BYTES / 2**20:g},"
+                 f"{models.WINOGRAD_WHOLE_BYTES / 2**20:g}), for tuning")
   p.add_argument("--json", action="store_true", help="print one JSON object")
   args = p.parse_args(argv)
   if args.winograd_mb:
     try:
-      fwd, grad = (float(v) for v in args.winograd_mb.split(","))
+      sizes = [float(v) for v in args.winograd_mb.split(",")]
+      if len(sizes) not in (2, 3) or min(sizes) < 0:
+        raise ValueError
     except ValueError:
-      p.error(f"--winograd-mb {args.winograd_mb}: give two sizes in MB, e.g. 10,5")
-    models.WINOGRAD_BYTES, models.WINOGRAD_GRAD_BYTES = int(fwd * 2**20), int(grad * 2**20)
+      p.error(f"--winograd-mb {args.winograd_mb}: give two or three sizes in MB, "
+              "e.g. 10,5 or 10,5,80")
+    names = ("WINOGRAD_BYTES", "WINOGRAD_GRAD_BYTES", "WINOGRAD_WHOLE_BYTES")
+    for name, mb in zip(names, sizes):
+      setattr(models, name, int(mb * 2**20))
   config = configs.get_config(args.variant)
   overrides = {k: v for k, v in (("batch_size", args.batch_size), ("dtype", args.dtype),
                                  ("model", args.model)) if v is not None}

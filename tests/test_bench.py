@@ -20,19 +20,27 @@ def test_bench_json_reports_every_figure(capsys):
   assert out["allocator"] in ("libc", "tcmalloc", "jemalloc", "mimalloc", "unknown")
   assert out["variant"] == "tiny" and out["batch_size"] == 32
   assert out["winograd_mb"] == [models.WINOGRAD_BYTES / 2**20,
-                                models.WINOGRAD_GRAD_BYTES / 2**20]
+                                models.WINOGRAD_GRAD_BYTES / 2**20,
+                                models.WINOGRAD_WHOLE_BYTES / 2**20]
 
 
 def test_winograd_budgets_are_set_and_reported(capsys, monkeypatch):
-  for name in ("WINOGRAD_BYTES", "WINOGRAD_GRAD_BYTES"):  # restored after the test
+  names = ("WINOGRAD_BYTES", "WINOGRAD_GRAD_BYTES", "WINOGRAD_WHOLE_BYTES")
+  for name in names:  # restored after the test
     monkeypatch.setattr(models, name, getattr(models, name))
+  whole = models.WINOGRAD_WHOLE_BYTES / 2**20
   bench.main(["--variant", "tiny", "--steps", "1", "--repeats", "1", "--json",
               "--winograd-mb", "2.5,1"])
-  assert json.loads(capsys.readouterr().out)["winograd_mb"] == [2.5, 1.0]
+  assert json.loads(capsys.readouterr().out)["winograd_mb"] == [2.5, 1.0, whole]
   assert models.WINOGRAD_BYTES == int(2.5 * 2**20)
+  bench.main(["--variant", "tiny", "--steps", "1", "--repeats", "1", "--json",
+              "--winograd-mb", "10,5,0"])
+  assert json.loads(capsys.readouterr().out)["winograd_mb"] == [10.0, 5.0, 0.0]
+  assert models.WINOGRAD_WHOLE_BYTES == 0
 
 
-def test_bad_winograd_budgets_say_what_to_give(capsys):
+@pytest.mark.parametrize("value", ["10", "10,x", "10,5,80,1", "10,-5"])
+def test_bad_winograd_budgets_say_what_to_give(capsys, value):
   with pytest.raises(SystemExit):
-    bench.main(["--winograd-mb", "10"])
-  assert "give two sizes in MB, e.g. 10,5" in capsys.readouterr().err
+    bench.main(["--winograd-mb", value])
+  assert "give two or three sizes in MB, e.g. 10,5 or 10,5,80" in capsys.readouterr().err

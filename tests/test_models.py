@@ -71,6 +71,7 @@ def test_cpu_conv_equals_lax_conv_and_its_gradients(monkeypatch, impl, batch, ci
   monkeypatch.setattr(models, "TAPS_BYTES", 12 * 11 * 9 * cout * 4)
   monkeypatch.setattr(models, "WINOGRAD_BYTES", 16 * 6 * 5 * cin * 4)
   monkeypatch.setattr(models, "WINOGRAD_GRAD_BYTES", 16 * 6 * 5 * cin * 4)
+  monkeypatch.setattr(models, "WINOGRAD_WHOLE_BYTES", 0)
   _assert_conv_equals_lax(models.CONV_IMPLS[impl], batch, cin, cout, padding,
                           value_atol=1e-4, grad_atol=1e-3)
 
@@ -83,6 +84,7 @@ def test_winograd_tile_sizes_give_lax_values_and_kernel_gradient(monkeypatch, m,
   from jax import lax
   monkeypatch.setattr(models, "WINOGRAD_BYTES", 1)  # one image a chunk
   monkeypatch.setattr(models, "WINOGRAD_GRAD_BYTES", 1)
+  monkeypatch.setattr(models, "WINOGRAD_WHOLE_BYTES", 0)
   x = jax.random.normal(jax.random.key(0), (3, *size, 16))
   k = jax.random.normal(jax.random.key(1), (3, 3, 16, 8))
   ref = lambda x, k: lax.conv_general_dilated(x, k, (1, 1), padding,
@@ -94,6 +96,13 @@ def test_winograd_tile_sizes_give_lax_values_and_kernel_gradient(monkeypatch, m,
   _, vjp = jax.vjp(lambda k: ref(x, k), k)
   np.testing.assert_allclose(models._winograd_kernel_grad(x, g, k, padding, m), vjp(g)[0],
                              rtol=1e-4, atol=1e-3)
+
+
+def test_winograd_runs_a_small_layer_as_one_chunk(monkeypatch):
+  monkeypatch.setattr(models, "WINOGRAD_WHOLE_BYTES", 64 * 100)
+  assert models._winograd_images_per_chunk(64, 100, 1000) == 64  # the whole batch fits
+  assert models._winograd_images_per_chunk(64, 101, 1000) == 8  # chunks within 1000 B
+  assert models._winograd_images_per_chunk(66, 101, 350) == 3  # a divisor of the batch
 
 
 def _bfloat16_case(conv):
