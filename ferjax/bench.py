@@ -1,7 +1,7 @@
 """Benchmark: train and eval throughput, achieved FLOP rate, input waits, memory.
 
     python -m ferjax.bench [--variant augmented] [--batch-size N] [--steps N]
-                           [--repeats N] [--json]
+                           [--repeats N] [--dtype D] [--eval-dtype D] [--json]
 
 Runs the real jitted steps on synthetic FER2013-shaped data (25,445 random 48x48
 images: the size of the training split), fed through the real input pipeline, so the
@@ -56,7 +56,8 @@ def _spread(xs: list[float]) -> dict:
   return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
 
 
-def run(config: configs.Config, *, steps: int, repeats: int) -> dict:
+def run(config: configs.Config, *, steps: int, repeats: int,
+        eval_dtype: str | None = None) -> dict:
   mesh = train.make_mesh()
   train.check_batch_size(config.batch_size, mesh)
   rng = np.random.default_rng(0)
@@ -101,15 +102,19 @@ def run(config: configs.Config, *, steps: int, repeats: int) -> dict:
     waits.append(batches.wait_seconds)
     totals.append(dt)
 
+  eval_dtype = eval_dtype or config.dtype
+  # The trained state, predicting in eval_dtype (the parameters stay float32).
+  eval_state = state.replace(apply_fn=train.create_model(
+      dataclasses.replace(config, dtype=eval_dtype)).apply)
   eval_split = split.take(np.arange(min(len(split), 2 * train.EVAL_BATCH_SIZE)))
   eval_rates = {}
   for name, tta in (("eval", False), ("eval_tta", True)):
-    train.predict_split(step_fns, state, eval_split.take(np.arange(
+    train.predict_split(step_fns, eval_state, eval_split.take(np.arange(
         train.EVAL_BATCH_SIZE)), tta=tta)  # warm-up
     times = []
     for _ in range(max(2, repeats)):
       t = time.perf_counter()
-      train.predict_split(step_fns, state, eval_split, tta=tta)
+      train.predict_split(step_fns, eval_state, eval_split, tta=tta)
       times.append(time.perf_counter() - t)
     eval_rates[name] = [len(eval_split) / t for t in times]
 
@@ -120,6 +125,7 @@ def run(config: configs.Config, *, steps: int, repeats: int) -> dict:
   return {
       "variant": config.variant, "model": config.model,
       "augment": config.augment.enabled,
+      "dtype": config.dtype, "eval_dtype": eval_dtype,
       "batch_size": config.batch_size, "steps": steps, "repeats": repeats,
       "devices": f"{jax.devices()[0].platform} x{len(jax.devices())}",
       "device_kind": jax.devices()[0].device_kind,
@@ -151,6 +157,9 @@ def main(argv=None) -> None:
   p.add_argument("--steps", type=int, default=10, help="train steps per repeat")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--dtype", choices=("float32", "bfloat16"))
+  p.add_argument("--eval-dtype", choices=("float32", "bfloat16"),
+                 help="compute dtype of eval and TTA (default: --dtype), as "
+                 "python -m ferjax.evaluate --dtype runs them")
   p.add_argument("--no-augment", action="store_true",
                  help="switch augmentation off (the network alone)")
   p.add_argument("--winograd-mb", metavar="FORWARD,GRAD[,WHOLE]",
@@ -177,13 +186,13 @@ def main(argv=None) -> None:
   if args.no_augment:
     overrides["augment"] = NO_AUGMENT
   config = dataclasses.replace(config, **overrides)
-  out = run(config, steps=args.steps, repeats=args.repeats)
+  out = run(config, steps=args.steps, repeats=args.repeats, eval_dtype=args.eval_dtype)
   if args.json:
     print(json.dumps(out))
     return
   r = out["train_images_per_second"]
   print(f"{out['variant']} ({out['model']}), batch {out['batch_size']}, {out['devices']}, "
-        f"malloc: {out['allocator']}")
+        f"{out['dtype']} (eval {out['eval_dtype']}), malloc: {out['allocator']}")
   print(f"  train   {r['median']:8.1f} img/s  (min {r['min']:.1f}, max {r['max']:.1f})")
   for k in ("eval", "eval_tta"):
     e = out[f"{k}_images_per_second"]

@@ -1,6 +1,7 @@
 """Predicts the emotion on your own photos with a trained run.
 
-    python -m ferjax.predict --workdir runs/augmented photo1.jpg photo2.png [--json]
+    python -m ferjax.predict --workdir runs/augmented photo1.jpg photo2.png
+                             [--no-tta] [--dtype bfloat16] [--json]
 
 Each photo should show one face, roughly filling the frame (FER2013's faces are
 cropped that way). It is converted to grayscale, center-cropped to a square and resized
@@ -36,10 +37,12 @@ def load_photo(path: str | Path) -> np.ndarray:
                     "PNG photo.") from None
 
 
-def predict(workdir, paths: list[str | Path], *, tta: bool = True) -> list[dict]:
-  """For each photo: the predicted emotion and the probability of every class."""
+def predict(workdir, paths: list[str | Path], *, tta: bool = True,
+            dtype: str | None = None) -> list[dict]:
+  """For each photo: the predicted emotion and the probability of every class,
+  computed in `dtype` (default: the run's training dtype)."""
   from ferjax.evaluate import load_run
-  config, steps, state = load_run(workdir)
+  config, steps, state = load_run(workdir, dtype=dtype)
   images = np.stack([load_photo(p) for p in paths])
   split = input_pipeline.Split(images, np.zeros(len(images), np.int32))
   probs = train.predict_split(steps, state, split, tta=tta)
@@ -55,9 +58,12 @@ def main(argv=None) -> None:
   p.add_argument("images", nargs="+", help="photos (JPEG, PNG, ...)")
   p.add_argument("--workdir", required=True, help="a trained run's workdir")
   p.add_argument("--no-tta", action="store_true", help="one view only (faster)")
+  p.add_argument("--dtype", choices=("float32", "bfloat16"),
+                 help="compute dtype (default: the run's training dtype; bfloat16 is "
+                 "faster on CPUs with AMX, see python -m ferjax.evaluate --help)")
   p.add_argument("--json", action="store_true", help="print JSON lines")
   args = p.parse_args(argv)
-  for r in predict(args.workdir, args.images, tta=not args.no_tta):
+  for r in predict(args.workdir, args.images, tta=not args.no_tta, dtype=args.dtype):
     if args.json:
       print(json.dumps(r))
     else:

@@ -8,7 +8,8 @@ from ferjax import bench, models
 
 
 def test_bench_json_reports_every_figure(capsys):
-  bench.main(["--variant", "tiny", "--steps", "2", "--repeats", "1", "--json"])
+  bench.main(["--variant", "tiny", "--steps", "2", "--repeats", "1", "--json",
+              "--eval-dtype", "bfloat16"])
   out = json.loads(capsys.readouterr().out)
   for key in ("train_images_per_second", "eval_images_per_second",
               "eval_tta_images_per_second"):
@@ -19,6 +20,7 @@ def test_bench_json_reports_every_figure(capsys):
   assert 0 <= out["input_wait_fraction"] < 1 and out["peak_rss_mib"] > 0
   assert out["allocator"] in ("libc", "tcmalloc", "jemalloc", "mimalloc", "unknown")
   assert out["variant"] == "tiny" and out["batch_size"] == 32
+  assert out["dtype"] == "float32" and out["eval_dtype"] == "bfloat16"
   assert out["winograd_mb"] == [models.WINOGRAD_BYTES / 2**20,
                                 models.WINOGRAD_GRAD_BYTES / 2**20,
                                 models.WINOGRAD_WHOLE_BYTES / 2**20]

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ferjax import checkpointing, configs, evaluate, predict, train
+from ferjax import checkpointing, configs, evaluate, input_pipeline, predict, train
 from ferjax.errors import ConfigError, TrainingDiverged, run_cli
 
 TINY = dataclasses.replace(configs.tiny(), epochs=2, num_classes=7)
@@ -135,6 +135,26 @@ def test_evaluate_and_predict(tmp_path, toy_zip, toy_splits, tfds_dir, capsys):
   with pytest.raises(Exception, match="not an image"):
     (tmp_path / "x.jpg").write_text("hello")
     predict.predict(tmp_path, [tmp_path / "x.jpg"])
+
+  # Predicting in bfloat16: the same float32 parameters, computed in bfloat16, give
+  # the float32 predictions up to bfloat16 rounding.
+  test = input_pipeline.load_fer2013(toy_zip, splits=("test",),
+                                     num_classes=config.num_classes,
+                                     data_dir=tfds_dir)["test"]
+  _, steps32, state32 = evaluate.load_run(tmp_path)
+  _, steps16, state16 = evaluate.load_run(tmp_path, dtype="bfloat16")
+  assert state16.apply_fn.__self__.dtype == jnp.bfloat16
+  assert state32.apply_fn.__self__.dtype == jnp.float32
+  p32 = train.predict_split(steps32, state32, test)
+  p16 = train.predict_split(steps16, state16, test)
+  assert not np.array_equal(p16, p32)  # computed in another dtype
+  np.testing.assert_allclose(p16, p32, atol=0.05)
+  assert (p16.argmax(-1) == p32.argmax(-1)).mean() >= 0.95
+  evaluate.main(["--workdir", str(tmp_path), "--data", str(toy_zip), "--data-dir",
+                 str(tfds_dir), "--dtype", "bfloat16", "--json"])
+  assert json.loads(capsys.readouterr().out)["dtype"] == "bfloat16"
+  with pytest.raises(ConfigError, match="unknown dtype 'float16'; choose one of float32"):
+    evaluate.load_run(tmp_path, dtype="float16")
 
 
 def test_cli_errors_are_one_paragraph_not_a_traceback(tmp_path, capsys):

@@ -1,0 +1,48 @@
+"""What predicting in bfloat16 does to a float32-trained run: accuracy and changed predictions.
+
+    python experiments/bf16_inference.py --workdir runs/basic --data fer2013.zip \
+        [--splits validation,test]
+
+The same checkpoint is evaluated in float32 and in bfloat16 (`python -m ferjax.evaluate
+--dtype`: the float32 parameters, computed in bfloat16), with and without TTA. Prints
+one JSON object per split: both accuracies and how many predictions differ.
+"""
+
+import argparse
+import json
+
+from ferjax import evaluate, input_pipeline, train
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--data")
+  p.add_argument("--data-dir")
+  p.add_argument("--splits", default="validation,test")
+  args = p.parse_args()
+  runs = {dtype: evaluate.load_run(args.workdir, dtype=dtype)
+          for dtype in ("float32", "bfloat16")}
+  config = runs["float32"][0]
+  for split in args.splits.split(","):
+    if split in ("validation", "train"):
+      ds = train.prepare_data(config, data=args.data, data_dir=args.data_dir)
+      data = ds.val if split == "validation" else ds.train
+    else:
+      data = input_pipeline.load_fer2013(args.data, splits=(split,),
+                                         num_classes=config.num_classes,
+                                         data_dir=args.data_dir)[split]
+    out = {"workdir": args.workdir, "split": split, "n": len(data)}
+    for tta in (False, True):
+      preds = {dtype: train.predict_split(steps, state, data, tta=tta).argmax(-1)
+               for dtype, (_, steps, state) in runs.items()}
+      key = "tta_" if tta else ""
+      for dtype, pr in preds.items():
+        out[f"{key}accuracy_{dtype}"] = float((pr == data.labels).mean())
+      out[f"{key}changed_predictions"] = int((preds["float32"] != preds["bfloat16"]).sum())
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+  main()
