@@ -224,8 +224,8 @@ WINOGRAD_GRAD_BYTES = 5 * 2**20
 # one chunk, whatever the budgets above: small layers then make few large operations
 # instead of many small ones, where the cost per operation outweighs the cache misses.
 # Measured on whole train steps (python -m ferjax.bench --winograd-mb 10,5,W): the
-# seed CNN at batch 64 (48x48x32 = 72 MB) 1.14x faster, the augmented network (whose
-# 48x48 and 24x24x128 layers stay chunked) unchanged.
+# seed CNN at batch 64 (48x48x32 = 72 MB) 1.10x-1.15x faster, the augmented network
+# (whose 48x48 and 24x24x128 layers stay chunked) unchanged.
 WINOGRAD_WHOLE_BYTES = 80 * 2**20
 
 
