@@ -11,7 +11,7 @@ one JSON object per split: both accuracies and how many predictions differ.
 import argparse
 import json
 
-from ferjax import evaluate, input_pipeline, train
+from ferjax import evaluate, train
 
 
 def main():
@@ -26,13 +26,7 @@ def main():
           for dtype in ("float32", "bfloat16")}
   config = runs["float32"][0]
   for split in args.splits.split(","):
-    if split in ("validation", "train"):
-      ds = train.prepare_data(config, data=args.data, data_dir=args.data_dir)
-      data = ds.val if split == "validation" else ds.train
-    else:
-      data = input_pipeline.load_fer2013(args.data, splits=(split,),
-                                         num_classes=config.num_classes,
-                                         data_dir=args.data_dir)[split]
+    data = evaluate.load_split(config, split, data=args.data, data_dir=args.data_dir)
     out = {"workdir": args.workdir, "split": split, "n": len(data)}
     for tta in (False, True):
       preds = {dtype: train.predict_split(steps, state, data, tta=tta).argmax(-1)

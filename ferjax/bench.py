@@ -156,8 +156,8 @@ def main(argv=None) -> None:
   p.add_argument("--batch-size", type=int)
   p.add_argument("--steps", type=int, default=10, help="train steps per repeat")
   p.add_argument("--repeats", type=int, default=3)
-  p.add_argument("--dtype", choices=("float32", "bfloat16"))
-  p.add_argument("--eval-dtype", choices=("float32", "bfloat16"),
+  p.add_argument("--dtype", choices=configs.DTYPES)
+  p.add_argument("--eval-dtype", choices=configs.DTYPES,
                  help="compute dtype of eval and TTA (default: --dtype), as "
                  "python -m ferjax.evaluate --dtype runs them")
   p.add_argument("--no-augment", action="store_true",

@@ -14,6 +14,9 @@ from collections.abc import Callable
 
 from ferjax.augment import NO_AUGMENT, AugmentConfig
 
+# Compute dtypes (bfloat16: mixed precision, float32 parameters).
+DTYPES = ("float32", "bfloat16")
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -37,7 +40,7 @@ class Config:
   val_fraction: float = 0.1
   val_seed: int = 0
   train_limit: int | None = None
-  dtype: str = "float32"  # float32 | bfloat16 (compute; parameters stay float32)
+  dtype: str = "float32"  # one of DTYPES (compute; parameters stay float32)
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

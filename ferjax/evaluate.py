@@ -20,11 +20,10 @@ from pathlib import Path
 
 from ferjax import checkpointing, input_pipeline, malloc, report, train
 from ferjax.classes import class_names
-from ferjax.configs import Config
+from ferjax.configs import DTYPES, Config
 from ferjax.errors import ConfigError, run_cli
 
 SPLITS = ("test", "public_test", "private_test", "validation", "train")
-DTYPES = ("float32", "bfloat16")
 
 
 def load_run(workdir: str | Path, *, mesh=None, dtype: str | None = None):
@@ -52,6 +51,16 @@ def load_run(workdir: str | Path, *, mesh=None, dtype: str | None = None):
   return config, train.Steps(config, mesh), restored[0]
 
 
+def load_split(config: Config, split: str, *, data=None, data_dir=None
+               ) -> input_pipeline.Split:
+  """One of SPLITS, for the run of `config` (validation and train: its own cut)."""
+  if split in ("validation", "train"):
+    ds = train.prepare_data(config, data=data, data_dir=data_dir)
+    return ds.val if split == "validation" else ds.train
+  return input_pipeline.load_fer2013(
+      data, splits=(split,), num_classes=config.num_classes, data_dir=data_dir)[split]
+
+
 def evaluate(workdir, *, data=None, data_dir=None, split: str = "test",
              dtype: str | None = None) -> dict:
   """Accuracy with and without TTA, per-class recall and confusion matrix on `split`,
@@ -59,12 +68,7 @@ def evaluate(workdir, *, data=None, data_dir=None, split: str = "test",
   if split not in SPLITS:
     raise ConfigError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
   config, steps, state = load_run(workdir, dtype=dtype)
-  if split in ("validation", "train"):
-    ds = train.prepare_data(config, data=data, data_dir=data_dir)
-    data_split = ds.val if split == "validation" else ds.train
-  else:
-    data_split = input_pipeline.load_fer2013(
-        data, splits=(split,), num_classes=config.num_classes, data_dir=data_dir)[split]
+  data_split = load_split(config, split, data=data, data_dir=data_dir)
   probs = train.predict_split(steps, state, data_split)
   probs_tta = train.predict_split(steps, state, data_split, tta=True)
   out = report.summarize(data_split.labels, probs, probs_tta,

@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ferjax import input_pipeline, train
 from ferjax.classes import class_names
+from ferjax.configs import DTYPES
 from ferjax.datasets.fer2013.sources import to_face_array_image
 from ferjax.errors import DataError, run_cli
 
@@ -58,7 +59,7 @@ def main(argv=None) -> None:
   p.add_argument("images", nargs="+", help="photos (JPEG, PNG, ...)")
   p.add_argument("--workdir", required=True, help="a trained run's workdir")
   p.add_argument("--no-tta", action="store_true", help="one view only (faster)")
-  p.add_argument("--dtype", choices=("float32", "bfloat16"),
+  p.add_argument("--dtype", choices=DTYPES,
                  help="compute dtype (default: the run's training dtype; bfloat16 is "
                  "faster on CPUs with AMX, see python -m ferjax.evaluate --help)")
   p.add_argument("--json", action="store_true", help="print JSON lines")

@@ -605,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
                  help="6 (default; Disgust dropped) or 7")
   p.add_argument("--train-limit", type=int,
                  help="train on the first N training images (stratified), for smoke runs")
-  p.add_argument("--dtype", choices=("float32", "bfloat16"),
+  p.add_argument("--dtype", choices=configs.DTYPES,
                  help="compute dtype; bfloat16: mixed precision (float32 parameters), "
                  "faster on GPUs, TPUs and CPUs with bfloat16 matmul units (AMX)")
   return p
