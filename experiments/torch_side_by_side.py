@@ -6,11 +6,13 @@
 PyTorch gets the network of the ferjax variant, layer for layer (3x3 convs, each with
 BatchNorm where the variant has it, and ReLU; 2x2 max pooling and dropout per stage;
 dense (+ BatchNorm) + ReLU, dropout, classifier), the same input size and batch, SGD
-with Nesterov momentum and weight decay (for every variant, whatever its optimizer), label-smoothed cross-entropy, channels-last memory format, float32 (or bfloat16
-autocast with --dtype bfloat16, against ferjax's --dtype bfloat16), on the CPU with as many threads as cores. Both sides train on random data after a warm-up;
-each side runs in its own process. ferjax is measured by `python -m ferjax.bench`
-with augmentation off (`--no-augment`), so both do the same work, and once more with
-its augmentation on, as it trains.
+with Nesterov momentum and weight decay (for every variant, whatever its optimizer),
+label-smoothed cross-entropy, channels-last memory format, float32 (or bfloat16
+autocast with --dtype bfloat16, against ferjax's --dtype bfloat16), on the CPU with as
+many threads as cores. Both sides train on random data after a warm-up (a few steps,
+then --warmup untimed repeats); each side runs in its own process. ferjax is measured
+by `python -m ferjax.bench` with augmentation off (`--no-augment`), so both do the same
+work, and once more with its augmentation on, as it trains.
 
 Each side runs on the malloc it gets by default: ferjax's commands preload mimalloc on
 Linux (ferjax/malloc.py), PyTorch runs on the C library's. `--same-malloc` preloads
@@ -30,7 +32,7 @@ import time
 
 def torch_images_per_second(*, widths, convs_per_stage, dense, batch_norm, stage_dropout,
                             head_dropout, num_classes, batch_size, steps, repeats,
-                            dtype="float32") -> list[float]:
+                            warmup=1, dtype="float32") -> list[float]:
   import torch
   from torch import nn
   torch.set_num_threads(os.cpu_count())
@@ -63,7 +65,7 @@ def torch_images_per_second(*, widths, convs_per_stage, dense, batch_norm, stage
     return loss
 
   model.train()
-  for _ in range(3):
+  for _ in range(3 + warmup * steps):  # as ferjax.bench: 2-3 steps, then untimed repeats
     step()
   rates = []
   for _ in range(repeats):
@@ -81,6 +83,8 @@ def main() -> None:
   p.add_argument("--batch-size", type=int, default=None)
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--warmup", type=int, default=1,
+                 help="untimed repeats before timing, on both sides (default 1)")
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                  help="compute dtype on both sides (bfloat16: torch.autocast on the "
                  "PyTorch side, --dtype bfloat16 on the ferjax side; parameters float32)")
@@ -101,12 +105,13 @@ def main() -> None:
       widths=arch.widths, convs_per_stage=arch.convs_per_stage, dense=arch.dense,
       batch_norm=arch.batch_norm, stage_dropout=arch.stage_dropout,
       head_dropout=arch.head_dropout, num_classes=config.num_classes, batch_size=batch,
-      steps=args.steps, repeats=args.repeats, dtype=args.dtype)
+      steps=args.steps, repeats=args.repeats, warmup=args.warmup, dtype=args.dtype)
 
   def bench(*extra):
     cmd = [sys.executable, "-m", "ferjax.bench", "--variant", args.variant,
            "--batch-size", str(batch), "--steps", str(args.steps), "--repeats",
-           str(args.repeats), "--dtype", args.dtype, "--json", *extra]
+           str(args.repeats), "--warmup", str(args.warmup), "--dtype", args.dtype,
+           "--json", *extra]
     return json.loads(subprocess.run(cmd, check=True, capture_output=True,
                                      text=True).stdout.strip().splitlines()[-1])
 
@@ -115,7 +120,8 @@ def main() -> None:
   t = statistics.median(torch_rates)
   j = plain["train_images_per_second"]["median"]
   out = {"variant": args.variant, "model": config.model, "batch_size": batch,
-         "dtype": args.dtype,
+         "dtype": args.dtype, "steps": args.steps, "repeats": args.repeats,
+         "warmup_repeats": args.warmup,
          "torch_images_per_second": {"median": t, "min": min(torch_rates),
                                      "max": max(torch_rates)},
          "ferjax_images_per_second": plain["train_images_per_second"],

@@ -46,3 +46,30 @@ def test_bad_winograd_budgets_say_what_to_give(capsys, value):
   with pytest.raises(SystemExit):
     bench.main(["--winograd-mb", value])
   assert "give two or three sizes in MB, e.g. 10,5 or 10,5,80" in capsys.readouterr().err
+
+
+def test_warmup_repeats_run_untimed_through_the_pipeline(capsys, monkeypatch):
+  from ferjax import input_pipeline
+  passes = []
+  real = input_pipeline.Prefetcher
+
+  def counting(*args, **kwargs):
+    passes.append(1)
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(input_pipeline, "Prefetcher", counting)
+  bench.main(["--variant", "tiny", "--steps", "1", "--repeats", "2", "--warmup", "3",
+              "--json"])
+  out = json.loads(capsys.readouterr().out)
+  assert len(passes) == 3 + 2  # warm-up passes, then the timed repeats
+  assert out["warmup_repeats"] == 3 and out["repeats"] == 2
+  assert out["train_images_per_second"]["min"] > 0
+
+
+@pytest.mark.parametrize("flags", [["--steps", "0"], ["--repeats", "0"],
+                                   ["--warmup", "-1"]])
+def test_bad_repeat_counts_say_what_to_give(capsys, flags):
+  with pytest.raises(SystemExit):
+    bench.main(["--variant", "tiny", *flags])
+  assert "--steps and --repeats must be at least 1, --warmup at least 0" in (
+      capsys.readouterr().err)
