@@ -10,9 +10,10 @@ with Nesterov momentum and weight decay (for every variant, whatever its optimiz
 label-smoothed cross-entropy, channels-last memory format, float32 (or bfloat16
 autocast with --dtype bfloat16, against ferjax's --dtype bfloat16), on the CPU with as
 many threads as cores. Both sides train on random data after a warm-up (a few steps,
-then --warmup untimed repeats); each side runs in its own process. ferjax is measured
-by `python -m ferjax.bench` with augmentation off (`--no-augment`), so both do the same
-work, and once more with its augmentation on, as it trains.
+then untimed repeats until memory stops growing: `ferjax.bench.warm_up`); each side
+runs in its own process. ferjax is measured by `python -m ferjax.bench` with
+augmentation off (`--no-augment`), so both do the same work, and once more with its
+augmentation on, as it trains.
 
 Each side runs on the malloc it gets by default: ferjax's commands preload mimalloc on
 Linux (ferjax/malloc.py), PyTorch runs on the C library's. `--same-malloc` preloads
@@ -32,7 +33,8 @@ import time
 
 def torch_images_per_second(*, widths, convs_per_stage, dense, batch_norm, stage_dropout,
                             head_dropout, num_classes, batch_size, steps, repeats,
-                            warmup=1, dtype="float32") -> list[float]:
+                            warmup=1, dtype="float32") -> tuple[list[float], int]:
+  """PyTorch's images/s per timed repeat, and the untimed warm-up repeats run."""
   import torch
   from torch import nn
   torch.set_num_threads(os.cpu_count())
@@ -65,15 +67,17 @@ def torch_images_per_second(*, widths, convs_per_stage, dense, batch_norm, stage
     return loss
 
   model.train()
-  for _ in range(3 + warmup * steps):  # as ferjax.bench: 2-3 steps, then untimed repeats
+  for _ in range(3):
     step()
+  from ferjax import bench  # untimed passes until memory settles, as ferjax.bench does
+  passes, _ = bench.warm_up(lambda _: [step() for _ in range(steps)], warmup)
   rates = []
   for _ in range(repeats):
     t = time.perf_counter()
     for _ in range(steps):
       step()
     rates.append(steps * batch_size / (time.perf_counter() - t))
-  return rates
+  return rates, passes
 
 
 def main() -> None:
@@ -84,7 +88,8 @@ def main() -> None:
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--warmup", type=int, default=1,
-                 help="untimed repeats before timing, on both sides (default 1)")
+                 help="untimed repeats before timing, on both sides: at least this many "
+                 "(default 1), then until resident memory stops growing")
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                  help="compute dtype on both sides (bfloat16: torch.autocast on the "
                  "PyTorch side, --dtype bfloat16 on the ferjax side; parameters float32)")
@@ -101,7 +106,7 @@ def main() -> None:
   config = configs.get_config(args.variant)
   batch = args.batch_size or config.batch_size
   arch = models.create_model(config.model, num_classes=config.num_classes)
-  torch_rates = torch_images_per_second(
+  torch_rates, torch_warmup = torch_images_per_second(
       widths=arch.widths, convs_per_stage=arch.convs_per_stage, dense=arch.dense,
       batch_norm=arch.batch_norm, stage_dropout=arch.stage_dropout,
       head_dropout=arch.head_dropout, num_classes=config.num_classes, batch_size=batch,
@@ -121,7 +126,8 @@ def main() -> None:
   j = plain["train_images_per_second"]["median"]
   out = {"variant": args.variant, "model": config.model, "batch_size": batch,
          "dtype": args.dtype, "steps": args.steps, "repeats": args.repeats,
-         "warmup_repeats": args.warmup,
+         "warmup_repeats": {"torch": torch_warmup, "ferjax": plain["warmup_repeats"],
+                            "ferjax_augmented": augmented["warmup_repeats"]},
          "torch_images_per_second": {"median": t, "min": min(torch_rates),
                                      "max": max(torch_rates)},
          "ferjax_images_per_second": plain["train_images_per_second"],

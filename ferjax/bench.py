@@ -6,9 +6,9 @@
 Runs the real jitted steps on synthetic FER2013-shaped data (25,445 random 48x48
 images: the size of the training split), fed through the real input pipeline, so the
 time spent waiting for batches is measured as training sees it. All figures are taken
-after compilation and untimed warm-up repeats (--warmup, default 1: the allocator's heap
-grows to its steady size in them), and reported as the median over repeats, with the
-spread.
+after compilation and untimed warm-up repeats (the allocator's heap grows to its steady
+size in them: at least --warmup, then until resident memory stops growing), and
+reported as the median over repeats, with the spread.
 The machine's reference rate is a large float32 matmul timed in the same run.
 """
 
@@ -31,6 +31,10 @@ from ferjax.augment import NO_AUGMENT
 from ferjax.errors import run_cli
 
 NUM_TRAIN = 25_445
+# Warm-up: passes beyond --warmup while the peak resident size still grows by at least
+# SETTLED_MIB a pass (a step's temporaries are 100 MB-1.3 GB here).
+MAX_EXTRA_WARMUP = 10
+SETTLED_MIB = 32
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
@@ -52,6 +56,28 @@ def _flops(compiled) -> float | None:
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else None
   return float(cost["flops"]) if cost and "flops" in cost else None
+
+
+def _peak_rss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def warm_up(one_pass, warmup: int) -> tuple[int, bool]:
+  """Runs untimed passes `one_pass(i)`: at least `warmup`, then more until the peak
+  resident size has stayed put for two passes in a row (at most MAX_EXTRA_WARMUP more;
+  none if `warmup` is 0). Returns the passes run and whether memory settled.
+
+  The allocator's heap grows to a step's steady size over the first passes, and a pass
+  that lands on fresh memory runs up to ~20% slower (mimalloc here grew by one step's
+  temporaries in passes 1, 3 and 5 of a run of the augmented step, then never again).
+  """
+  passes, still = 0, 0
+  while warmup and (passes < warmup or (still < 2 and passes < warmup + MAX_EXTRA_WARMUP)):
+    before = _peak_rss_mib()
+    one_pass(passes)
+    passes += 1
+    still = still + 1 if _peak_rss_mib() - before < SETTLED_MIB else 0
+  return passes, still >= 2
 
 
 def _spread(xs: list[float]) -> dict:
@@ -102,10 +128,7 @@ def run(config: configs.Config, *, steps: int, repeats: int, warmup: int = 1,
     batches.close()
     return n * config.batch_size / dt, batches.wait_seconds, dt
 
-  # Untimed passes first: the allocator grows its heap to the step's steady size in the
-  # first pass or two, and those run up to ~20% slower than the rest.
-  for r in range(warmup):
-    one_pass(seed=r, epoch=1)
+  passes, settled = warm_up(lambda i: one_pass(seed=i, epoch=1), warmup)
   rates, waits, totals = map(list, zip(*(one_pass(seed=r, epoch=0)
                                          for r in range(repeats))))
 
@@ -134,7 +157,7 @@ def run(config: configs.Config, *, steps: int, repeats: int, warmup: int = 1,
       "augment": config.augment.enabled,
       "dtype": config.dtype, "eval_dtype": eval_dtype,
       "batch_size": config.batch_size, "steps": steps, "repeats": repeats,
-      "warmup_repeats": warmup,
+      "warmup_repeats": passes, "heap_settled": settled,
       "devices": f"{jax.devices()[0].platform} x{len(jax.devices())}",
       "device_kind": jax.devices()[0].device_kind,
       "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cpus",
@@ -152,7 +175,7 @@ def run(config: configs.Config, *, steps: int, repeats: int, warmup: int = 1,
       "matmul_peak_gflops": peak,
       "fraction_of_peak": achieved / peak if achieved else None,
       "input_wait_fraction": sum(waits) / sum(totals),
-      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+      "peak_rss_mib": _peak_rss_mib(),
   }
 
 
@@ -165,7 +188,9 @@ def main(argv=None) -> None:
   p.add_argument("--steps", type=int, default=10, help="train steps per repeat")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--warmup", type=int, default=1, metavar="N",
-                 help="untimed repeats before timing, after compilation (default 1)")
+                 help="untimed repeats before timing, after compilation: at least N "
+                 "(default 1), then more until resident memory stops growing (at most "
+                 f"{MAX_EXTRA_WARMUP} more); 0: none")
   p.add_argument("--dtype", choices=configs.DTYPES)
   p.add_argument("--eval-dtype", choices=configs.DTYPES,
                  help="compute dtype of eval and TTA (default: --dtype), as "

@@ -61,9 +61,31 @@ def test_warmup_repeats_run_untimed_through_the_pipeline(capsys, monkeypatch):
   bench.main(["--variant", "tiny", "--steps", "1", "--repeats", "2", "--warmup", "3",
               "--json"])
   out = json.loads(capsys.readouterr().out)
-  assert len(passes) == 3 + 2  # warm-up passes, then the timed repeats
-  assert out["warmup_repeats"] == 3 and out["repeats"] == 2
+  assert out["warmup_repeats"] >= 3 and out["repeats"] == 2
+  assert len(passes) == out["warmup_repeats"] + 2  # warm-up passes, then the timed ones
+  assert isinstance(out["heap_settled"], bool)
   assert out["train_images_per_second"]["min"] > 0
+
+
+@pytest.mark.parametrize("grows_in, warmup, passes, settled", [
+    ((), 1, 2, True),  # one pass, then one more to see two still passes
+    ((), 3, 3, True),
+    ((0, 2, 4), 1, 7, True),  # grows in passes 1, 3 and 5: runs until 6 and 7 are still
+    (range(100), 2, 2 + bench.MAX_EXTRA_WARMUP, False),  # never settles: capped
+    ((0,), 0, 0, False),  # --warmup 0: no warm-up at all
+])
+def test_warm_up_runs_until_memory_stops_growing(monkeypatch, grows_in, warmup, passes,
+                                                 settled):
+  rss = [1000.0]
+  monkeypatch.setattr(bench, "_peak_rss_mib", lambda: rss[0])
+
+  def one_pass(i):
+    if i in grows_in:
+      rss[0] += 1300  # one step's temporaries on fresh memory
+    elif i % 2:
+      rss[0] += bench.SETTLED_MIB / 2  # small growth counts as still
+
+  assert bench.warm_up(one_pass, warmup) == (passes, settled)
 
 
 @pytest.mark.parametrize("flags", [["--steps", "0"], ["--repeats", "0"],
