@@ -241,6 +241,9 @@ def main(argv=None) -> None:
           f" matmul peak ({100 * out['fraction_of_peak']:.0f}%)")
   print(f"  input wait {100 * out['input_wait_fraction']:.1f}% of step time; peak RSS "
         f"{out['peak_rss_mib']:.0f} MiB")
+  if out["warmup_repeats"]:
+    settled = "memory settled" if out["heap_settled"] else "memory still growing"
+    print(f"  after {out['warmup_repeats']} untimed warm-up repeats ({settled})")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,13 @@ def test_warmup_repeats_run_untimed_through_the_pipeline(capsys, monkeypatch):
   assert out["train_images_per_second"]["min"] > 0
 
 
+def test_bench_prints_a_summary(capsys):
+  bench.main(["--variant", "tiny", "--steps", "1", "--repeats", "1", "--warmup", "2"])
+  out = capsys.readouterr().out
+  assert "tiny (tiny), batch 32" in out and "img/s" in out
+  assert "untimed warm-up repeats (memory" in out
+
+
 @pytest.mark.parametrize("grows_in, warmup, passes, settled", [
     ((), 1, 2, True),  # one pass, then one more to see two still passes
     ((), 3, 3, True),
