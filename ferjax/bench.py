@@ -204,6 +204,8 @@ def main(argv=None) -> None:
                  f"{models.WINOGRAD_WHOLE_BYTES / 2**20:g}), for tuning")
   p.add_argument("--json", action="store_true", help="print one JSON object")
   args = p.parse_args(argv)
+  if min(args.steps, args.repeats) < 1 or args.warmup < 0:
+    p.error("--steps and --repeats must be at least 1, --warmup at least 0")
   if args.winograd_mb:
     try:
       sizes = [float(v) for v in args.winograd_mb.split(",")]
@@ -221,8 +223,6 @@ def main(argv=None) -> None:
   if args.no_augment:
     overrides["augment"] = NO_AUGMENT
   config = dataclasses.replace(config, **overrides)
-  if min(args.steps, args.repeats) < 1 or args.warmup < 0:
-    p.error("--steps and --repeats must be at least 1, --warmup at least 0")
   out = run(config, steps=args.steps, repeats=args.repeats, warmup=args.warmup,
             eval_dtype=args.eval_dtype)
   if args.json:
