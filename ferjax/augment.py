@@ -113,13 +113,40 @@ def augment_batch(key: jax.Array, images: jax.Array, config: AugmentConfig) -> j
   return jax.vmap(augment_image, in_axes=(0, 0, None))(keys, images, config)
 
 
-def tta_views(images: jax.Array, *, shift: int = 2) -> jax.Array:
-  """Test-time views of a batch [B, H, W]: identity and 4 shifts, each also flipped.
+def random_crop(key: jax.Array, images: jax.Array, size: int) -> jax.Array:
+  """A random size x size crop of each image of a batch [B, H, W] (one draw each)."""
+  b, h, w = images.shape
+  if size == h and size == w:
+    return images
+  k_y, k_x = jax.random.split(key)
+  ys = jax.random.randint(k_y, (b,), 0, h - size + 1)
+  xs = jax.random.randint(k_x, (b,), 0, w - size + 1)
+  crop = lambda im, y, x: jax.lax.dynamic_slice(im, (y, x), (size, size))
+  return jax.vmap(crop)(images, ys, xs)
 
-  Returns [V, B, H, W] with V = 10. Shifts are by `shift` pixels with edge padding
-  (crops of the padded image).
+
+def center_crop(images: jax.Array, size: int) -> jax.Array:
+  """The central size x size crop of each image of a batch [B, H, W]."""
+  h, w = images.shape[1:]
+  y, x = (h - size) // 2, (w - size) // 2
+  return images[:, y:y + size, x:x + size]
+
+
+def tta_views(images: jax.Array, *, shift: int = 2, size: int | None = None
+              ) -> jax.Array:
+  """Test-time views of a batch [B, H, W], each also flipped: V = 10 views [V, B, S, S].
+
+  For a network that sees the whole image (`size` None or H): identity and 4 shifts by
+  `shift` pixels with edge padding. For one trained on random crops of side `size`:
+  the ten-crop views (the four corner crops and the centre crop).
   """
   h, w = images.shape[1:]
+  if size is not None and size < h:
+    views = [center_crop(images, size)]
+    for y, x in ((0, 0), (0, w - size), (h - size, 0), (h - size, w - size)):
+      views.append(images[:, y:y + size, x:x + size])
+    views += [v[:, :, ::-1] for v in views]
+    return jnp.stack(views)
   padded = jnp.pad(images, ((0, 0), (shift, shift), (shift, shift)), mode="edge")
   views = [images]
   for dy, dx in ((-shift, 0), (shift, 0), (0, -shift), (0, shift)):

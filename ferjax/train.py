@@ -109,7 +109,8 @@ def create_train_state(config: Config, *, key: jax.Array, steps_per_epoch: int
                        ) -> TrainState:
   """Initialises the model and optimizer (pure: `jax.eval_shape` can trace it)."""
   model = create_model(config)
-  variables = model.init(key, jnp.zeros((1, 48, 48, 1), jnp.float32), train=False)
+  side = config.input_size
+  variables = model.init(key, jnp.zeros((1, side, side, 1), jnp.float32), train=False)
   tx, _ = make_optimizer(config, steps_per_epoch)
   state = TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
                             batch_stats=variables.get("batch_stats", {}))
@@ -157,7 +158,10 @@ def train_step(state: TrainState, images: jax.Array, labels: jax.Array,
   """
   step_key = jax.random.fold_in(loop_key, state.step)
   aug_key, dropout_key = jax.random.split(step_key)
-  x = augment_lib.augment_batch(aug_key, _to_unit(images), config.augment)[..., None]
+  x = augment_lib.augment_batch(aug_key, _to_unit(images), config.augment)
+  if config.input_size < x.shape[1]:
+    x = augment_lib.random_crop(jax.random.fold_in(step_key, 2), x, config.input_size)
+  x = x[..., None]
   targets = optax.smooth_labels(jax.nn.one_hot(labels, config.num_classes),
                                 config.label_smoothing)
 
@@ -198,8 +202,11 @@ def _apply_in_chunks(apply, x: jax.Array, n: int) -> jax.Array:
   return out.swapaxes(0, 1).reshape(x.shape[0], *out.shape[2:])[:b]
 
 
-def predict_step(state: TrainState, images: jax.Array, *, tta: bool) -> jax.Array:
+def predict_step(state: TrainState, images: jax.Array, *, tta: bool,
+                 input_size: int = 48) -> jax.Array:
   """Class probabilities [B, C] for uint8 images [B, 48, 48]; TTA averages 10 views.
+
+  A network that sees input_size < 48 gets the centre crop (TTA: the ten crops).
 
   On a CPU the network runs over CPU_EVAL_CHUNK images at a time, and TTA one view
   after another: a CPU gains nothing from a large batch, whose activations no longer
@@ -212,8 +219,8 @@ def predict_step(state: TrainState, images: jax.Array, *, tta: bool) -> jax.Arra
     apply = partial(_apply_in_chunks, apply, n=CPU_EVAL_CHUNK)
   x = _to_unit(images)
   if not tta:
-    return jax.nn.softmax(apply(x))
-  views = augment_lib.tta_views(x)  # [V, B, H, W]
+    return jax.nn.softmax(apply(augment_lib.center_crop(x, input_size)))
+  views = augment_lib.tta_views(x, size=input_size)  # [V, B, S, S]
   if on_cpu:
     logits = jax.lax.map(apply, views)
   else:
@@ -231,9 +238,11 @@ class Steps:
     self.train = jax.jit(partial(train_step, config=config),
                          in_shardings=(replicated, data, data, replicated),
                          out_shardings=(replicated, replicated), donate_argnums=0)
-    self.predict = jax.jit(partial(predict_step, tta=False),
+    self.predict = jax.jit(partial(predict_step, tta=False,
+                                   input_size=config.input_size),
                            in_shardings=(replicated, data), out_shardings=replicated)
-    self.predict_tta = jax.jit(partial(predict_step, tta=True),
+    self.predict_tta = jax.jit(partial(predict_step, tta=True,
+                                       input_size=config.input_size),
                                in_shardings=(replicated, data), out_shardings=replicated)
     self.mesh = mesh
 
