@@ -5,8 +5,8 @@
 For the seed CNN and the VGG, in float32 and bfloat16: images/s of a jitted eval
 forward pass (train=False) with conv_impl "xla", "im2col", "chunked", "winograd" and
 "auto" (best of 3 timed runs after compilation) over the whole batch at once, and
-"auto/n": in passes of n images, as `ferjax.train.predict_step` runs it on a CPU (with
-n = train.CPU_EVAL_CHUNK). The same parameters serve every implementation; this is
+"auto/n": in passes of n images, as `ferjax.inference.predict_step` runs it on a CPU (with
+n = inference.CPU_EVAL_CHUNK). The same parameters serve every implementation; this is
 what `models.auto_conv_impl` and CPU_EVAL_CHUNK were chosen from.
 """
 
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from conv_backward import best_time  # this folder's per-layer script
 
-from ferjax import models, train
+from ferjax import inference, models
 
 PASSES = (4, 8, 16, 32)  # images per pass of the network
 
@@ -38,7 +38,7 @@ def main():
         f = jax.jit(lambda v, x, m=m: m.apply(v, x, train=False))
         row.append(f"{impl} {b / best_time(f, variables, x):6.0f}")
       for n in PASSES:
-        f = jax.jit(lambda v, x, m=model, n=n: train._apply_in_chunks(
+        f = jax.jit(lambda v, x, m=model, n=n: inference._apply_in_chunks(
             lambda c: m.apply(v, c, train=False), x, n))
         row.append(f"auto/{n} {b / best_time(f, variables, x):6.0f}")
       print(f"{name:8s} {jnp.dtype(dtype).name:8s}: " + " | ".join(row), flush=True)

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ferjax import configs, input_pipeline, malloc, models, train
+from ferjax import state as state_lib
 from ferjax.augment import NO_AUGMENT
 from ferjax.errors import run_cli
 
@@ -86,23 +87,23 @@ def _spread(xs: list[float]) -> dict:
 
 def run(config: configs.Config, *, steps: int, repeats: int, warmup: int = 1,
         eval_dtype: str | None = None) -> dict:
-  mesh = train.make_mesh()
-  train.check_batch_size(config.batch_size, mesh)
+  mesh = state_lib.make_mesh()
+  state_lib.check_batch_size(config.batch_size, mesh)
   rng = np.random.default_rng(0)
   split = input_pipeline.Split(
       rng.integers(0, 256, (NUM_TRAIN, 48, 48), dtype=np.uint8),
       rng.integers(0, config.num_classes, NUM_TRAIN).astype(np.int32))
   spe = configs.steps_per_epoch(len(split), config.batch_size)
-  state = train.init_state(config, mesh=mesh, steps_per_epoch=spe)
+  state = state_lib.init_state(config, mesh=mesh, steps_per_epoch=spe)
   step_fns = train.Steps(config, mesh)
   loop_key = jax.random.key(0)
-  sl = train.host_slice(config.batch_size)
+  sl = state_lib.host_slice(config.batch_size)
 
-  x0, y0 = train.shard_batch(mesh, split.images[:config.batch_size][sl],
+  x0, y0 = state_lib.shard_batch(mesh, split.images[:config.batch_size][sl],
                              split.labels[:config.batch_size][sl])
   # FLOPs of the step as XLA counts them with its own convolutions: the CPU's chunked
   # convolutions loop over images, and a loop body is counted once, not per trip.
-  xla_model = train.create_model(config).clone(conv_impl="xla")
+  xla_model = state_lib.create_model(config).clone(conv_impl="xla")
   train_flops = _flops(step_fns.train.lower(state.replace(apply_fn=xla_model.apply),
                                             x0, y0, loop_key))
   for _ in range(2):  # compilation
@@ -115,7 +116,7 @@ def run(config: configs.Config, *, steps: int, repeats: int, warmup: int = 1,
     batches = input_pipeline.Prefetcher(
         ((im[sl], lb[sl]) for im, lb in input_pipeline.train_batches(
             split, batch_size=config.batch_size, seed=seed, epoch=epoch)),
-        put=lambda b: train.shard_batch(mesh, *b))
+        put=lambda b: state_lib.shard_batch(mesh, *b))
     t = time.perf_counter()
     n = 0
     for images, labels in batches:
@@ -134,7 +135,7 @@ def run(config: configs.Config, *, steps: int, repeats: int, warmup: int = 1,
 
   eval_dtype = eval_dtype or config.dtype
   # The trained state, predicting in eval_dtype (the parameters stay float32).
-  eval_state = state.replace(apply_fn=train.create_model(
+  eval_state = state.replace(apply_fn=state_lib.create_model(
       dataclasses.replace(config, dtype=eval_dtype)).apply)
   eval_split = split.take(np.arange(min(len(split), 2 * train.EVAL_BATCH_SIZE)))
   eval_rates = {}

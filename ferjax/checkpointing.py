@@ -25,9 +25,11 @@ logging.getLogger("absl").setLevel(logging.ERROR)
 class Checkpoints:
   """The latest and the best checkpoint of one workdir."""
 
-  def __init__(self, workdir: str | Path):
+  def __init__(self, workdir: str | Path, *, create: bool = True):
+    """`create=False` (for readers: evaluate, export) never creates folders."""
     root = Path(workdir).resolve() / "checkpoints"
-    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=create,
+                                           read_only=not create)
     self._managers = {name: ocp.CheckpointManager(root / name, options=options)
                       for name in ("latest", "best")}
 

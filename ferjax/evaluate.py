@@ -1,7 +1,8 @@
-"""Evaluates the best checkpoint of a run on a split.
+"""Evaluates a model on a FER2013 split: a run's best checkpoint, an exported weights
+file, or the model that ships with ferjax.
 
-    python -m ferjax.evaluate --workdir DIR --data PATH [--split test]
-                              [--dtype bfloat16] [--json]
+    python -m ferjax.evaluate (--workdir DIR | --weights FILE | --pretrained)
+                              --data PATH [--split test] [--dtype bfloat16] [--json]
 
 Splits: test (the Kaggle test/ folder, or both csv test halves), public_test,
 private_test (csv only), validation and train (the run's own cut of train/).
@@ -18,68 +19,82 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ferjax import checkpointing, input_pipeline, malloc, report, train
-from ferjax.classes import class_names
+from ferjax import inference, input_pipeline, malloc, report
 from ferjax.configs import DTYPES, Config
 from ferjax.errors import ConfigError, run_cli
 
 SPLITS = ("test", "public_test", "private_test", "validation", "train")
 
 
-def load_run(workdir: str | Path, *, mesh=None, dtype: str | None = None):
-  """(config, steps, best state) of the run in `workdir`, predicting in `dtype` (default:
-  the dtype it trained in; the parameters are float32 either way)."""
+def load_classifier(*, workdir=None, weights=None, pretrained: bool = False,
+                    dtype: str | None = None) -> inference.Classifier:
+  """The classifier to evaluate: a run's best checkpoint, a weights file, or the
+  shipped model (exactly one of them)."""
+  if sum(x is not None and x is not False for x in (workdir, weights, pretrained)) != 1:
+    raise ConfigError("Say which model to evaluate: --workdir DIR (a training run), "
+                      "--weights FILE (an exported model) or --pretrained.")
   if dtype is not None and dtype not in DTYPES:
     raise ConfigError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
-  workdir = Path(workdir)
-  path = workdir / "config.json"
-  if not path.exists():
-    raise ConfigError(f"'{workdir}' is not a ferjax run: it has no config.json. Pass the "
-                      "--workdir that `python -m ferjax.train` wrote to.")
-  config = Config.from_dict(json.loads(path.read_text()))
-  if dtype is not None:
-    config = dataclasses.replace(config, dtype=dtype)
-  mesh = mesh or train.make_mesh()
-  ckpt = checkpointing.Checkpoints(workdir)
-  # The optimizer's shape does not depend on the schedule length; any count will do.
-  template = train.abstract_state(config, mesh=mesh, steps_per_epoch=1)
-  restored = ckpt.restore("best", template)
-  ckpt.close()
-  if restored is None:
-    raise ConfigError(f"'{workdir}' has no best checkpoint yet: train for at least one "
-                      "epoch first.")
-  return config, train.Steps(config, mesh), restored[0]
+  if workdir is not None:
+    return inference.Classifier.from_workdir(workdir, dtype=dtype)
+  clf = inference.Classifier.load(weights or inference.pretrained_path())
+  if dtype is not None and dtype != clf.info.dtype:
+    clf = inference.Classifier(dataclasses.replace(clf.info, dtype=dtype),
+                               clf.state.params, clf.state.batch_stats)
+  return clf
 
 
-def load_split(config: Config, split: str, *, data=None, data_dir=None
-               ) -> input_pipeline.Split:
-  """One of SPLITS, for the run of `config` (validation and train: its own cut)."""
-  if split in ("validation", "train"):
-    ds = train.prepare_data(config, data=data, data_dir=data_dir)
-    return ds.val if split == "validation" else ds.train
-  return input_pipeline.load_fer2013(
-      data, splits=(split,), num_classes=config.num_classes, data_dir=data_dir)[split]
-
-
-def evaluate(workdir, *, data=None, data_dir=None, split: str = "test",
-             dtype: str | None = None) -> dict:
-  """Accuracy with and without TTA, per-class recall and confusion matrix on `split`,
-  predicted in `dtype` (default: the run's)."""
+def load_split(split: str, *, num_classes: int, data=None, data_dir=None,
+               val_fraction: float = 0.1, val_seed: int = 0,
+               train_limit: int | None = None) -> input_pipeline.Split:
+  """One of SPLITS (validation and train: the cut that training makes of train/)."""
   if split not in SPLITS:
     raise ConfigError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
-  config, steps, state = load_run(workdir, dtype=dtype)
-  data_split = load_split(config, split, data=data, data_dir=data_dir)
-  probs = train.predict_split(steps, state, data_split)
-  probs_tta = train.predict_split(steps, state, data_split, tta=True)
-  out = report.summarize(data_split.labels, probs, probs_tta,
-                         class_names(config.num_classes), split)
-  return {**out, "dtype": config.dtype}
+  if split not in ("validation", "train"):
+    return input_pipeline.load_fer2013(data, splits=(split,), num_classes=num_classes,
+                                       data_dir=data_dir)[split]
+  full = input_pipeline.load_fer2013(data, splits=("train",), num_classes=num_classes,
+                                     data_dir=data_dir)["train"]
+  train_idx, val_idx = input_pipeline.split_validation(full.labels, fraction=val_fraction,
+                                                       seed=val_seed)
+  if split == "validation":
+    return full.take(val_idx)
+  part = full.take(train_idx)
+  if train_limit:
+    part = part.take(input_pipeline.stratified_limit(part.labels, train_limit))
+  return part
+
+
+def evaluate(*, workdir=None, weights=None, pretrained: bool = False, data=None,
+             data_dir=None, split: str = "test", dtype: str | None = None) -> dict:
+  """Accuracy with and without TTA, per-class recall and confusion matrix on `split`,
+  predicted in `dtype` (default: the model's own)."""
+  if split not in SPLITS:
+    raise ConfigError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
+  clf = load_classifier(workdir=workdir, weights=weights, pretrained=pretrained,
+                        dtype=dtype)
+  cut = {k: v for k, v in clf.info.source.items()
+         if k in ("val_fraction", "val_seed", "train_limit")}
+  if workdir is not None:
+    config = Config.from_dict(json.loads((Path(workdir) / "config.json").read_text()))
+    cut = {"val_fraction": config.val_fraction, "val_seed": config.val_seed,
+           "train_limit": config.train_limit}
+  data_split = load_split(split, num_classes=clf.info.num_classes, data=data,
+                          data_dir=data_dir, **cut)
+  probs = clf.classify(data_split.images)
+  probs_tta = clf.classify(data_split.images, tta=True)
+  out = report.summarize(data_split.labels, probs, probs_tta, clf.classes, split)
+  return {**out, "model": clf.info.model, "dtype": clf.info.dtype}
 
 
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(prog="python -m ferjax.evaluate", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--workdir", required=True, help="the run's workdir")
+  which = p.add_mutually_exclusive_group(required=True)
+  which.add_argument("--workdir", help="a training run's workdir (its best checkpoint)")
+  which.add_argument("--weights", help="a weights file from `python -m ferjax.export`")
+  which.add_argument("--pretrained", action="store_true",
+                     help="the model that ships with ferjax")
   p.add_argument("--data", default=None, help="FER2013 zip, csv or folder")
   p.add_argument("--data-dir", default=None, help="TFDS data dir")
   p.add_argument("--split", default="test", choices=SPLITS)
@@ -87,13 +102,14 @@ def main(argv=None) -> None:
                  help="compute dtype to predict in (default: the run's training dtype)")
   p.add_argument("--json", action="store_true", help="print one JSON object")
   args = p.parse_args(argv)
-  out = evaluate(args.workdir, data=args.data, data_dir=args.data_dir, split=args.split,
+  out = evaluate(workdir=args.workdir, weights=args.weights, pretrained=args.pretrained,
+                 data=args.data, data_dir=args.data_dir, split=args.split,
                  dtype=args.dtype)
   if args.json:
     print(json.dumps(out))
     return
   print(f"{out['split']}: {out['n']} images, accuracy {out['accuracy']:.4f}, "
-        f"with TTA {out['accuracy_tta']:.4f} ({out['dtype']})")
+        f"with TTA {out['accuracy_tta']:.4f} ({out['model']}, {out['dtype']})")
   for name, r in out["per_class_recall"].items():
     print(f"  {name:9s} recall {'-' if r is None else f'{r:.4f}'}")
 

@@ -1,4 +1,4 @@
-"""Training: the train state, jitted train/eval steps, and the early-stopping loop.
+"""Training: the jitted train step, the early-stopping loop, its report and its CLI.
 
     python -m ferjax.train --variant augmented --data PATH [--workdir DIR] ...
 
@@ -26,11 +26,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ferjax import augment as augment_lib
-from ferjax import checkpointing, configs, input_pipeline, malloc, models, report
+from ferjax import checkpointing, configs, input_pipeline, malloc, report
+from ferjax.inference import predict_step, to_unit
+from ferjax.state import (TrainState, abstract_like, check_batch_size, host_slice,
+                          init_state, make_mesh, make_optimizer, shard_batch)
 from ferjax.classes import class_names
 from ferjax.configs import Config
 from ferjax.errors import ConfigError, DataError, TrainingDiverged, run_cli
@@ -43,112 +45,7 @@ EVAL_BATCH_SIZE = 256
 RESUMABLE_CHANGES = ("epochs",)
 
 
-class TrainState(train_state.TrainState):
-  batch_stats: Any = None
-
-
-# ----------------------------------------------------------------------------- devices
-
-def make_mesh(devices=None) -> Mesh:
-  """A 1-D mesh over all devices (of all hosts), axis 'data'."""
-  devices = jax.devices() if devices is None else devices
-  return Mesh(np.asarray(devices), ("data",))
-
-
-def check_batch_size(batch_size: int, mesh: Mesh) -> None:
-  n = mesh.devices.size
-  if batch_size % n:
-    raise ConfigError(f"The batch size {batch_size} does not divide evenly over {n} "
-                      f"devices; use a multiple of {n}.")
-
-
-def shard_batch(mesh: Mesh, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
-  """Places this host's part of a global batch on the mesh, split along 'data'."""
-  sharding = NamedSharding(mesh, P("data"))
-  return tuple(jax.make_array_from_process_local_data(sharding, a) for a in arrays)
-
-
-def host_slice(batch_size: int) -> slice:
-  """This host's rows of a global batch."""
-  per_host = batch_size // jax.process_count()
-  return slice(jax.process_index() * per_host, (jax.process_index() + 1) * per_host)
-
-
-# ----------------------------------------------------------------------------- state
-
-def make_optimizer(config: Config, steps_per_epoch: int):
-  """The optax transformation and its learning-rate schedule."""
-  total = max(1, config.epochs * steps_per_epoch)
-  if config.schedule == "cosine":
-    warmup = int(config.warmup_epochs * steps_per_epoch)
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=config.learning_rate, warmup_steps=warmup,
-        decay_steps=max(total, warmup + 1), end_value=0.0)
-  elif config.schedule == "constant":
-    schedule = optax.constant_schedule(config.learning_rate)
-  else:
-    raise ConfigError(f"unknown schedule '{config.schedule}' (constant or cosine)")
-  # Weight decay on kernels only, not on biases or BatchNorm scales.
-  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
-  if config.optimizer == "sgd":
-    tx = optax.chain(optax.add_decayed_weights(config.weight_decay, decay_mask),
-                     optax.sgd(schedule, momentum=0.9, nesterov=True))
-  elif config.optimizer in ("adam", "adamw"):
-    tx = optax.adamw(schedule, weight_decay=config.weight_decay, mask=decay_mask)
-  else:
-    raise ConfigError(f"unknown optimizer '{config.optimizer}' (adam, adamw or sgd)")
-  return tx, schedule
-
-
-def create_model(config: Config):
-  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.dtype]
-  return models.create_model(config.model, num_classes=config.num_classes, dtype=dtype)
-
-
-def create_train_state(config: Config, *, key: jax.Array, steps_per_epoch: int
-                       ) -> TrainState:
-  """Initialises the model and optimizer (pure: `jax.eval_shape` can trace it)."""
-  model = create_model(config)
-  side = config.input_size
-  variables = model.init(key, jnp.zeros((1, side, side, 1), jnp.float32), train=False)
-  tx, _ = make_optimizer(config, steps_per_epoch)
-  state = TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
-                            batch_stats=variables.get("batch_stats", {}))
-  # A strongly typed step: a restored one is, and a weak one would recompile the step.
-  return state.replace(step=jnp.zeros((), jnp.int32))
-
-
-def init_state(config: Config, *, mesh: Mesh, steps_per_epoch: int) -> TrainState:
-  """A fresh state, replicated over the mesh."""
-  init_key = jax.random.fold_in(jax.random.key(config.seed), 0)
-  replicated = NamedSharding(mesh, P())
-  create = partial(create_train_state, config, steps_per_epoch=steps_per_epoch)
-  return jax.jit(create, out_shardings=replicated)(key=init_key)
-
-
-def abstract_state(config: Config, *, mesh: Mesh, steps_per_epoch: int) -> TrainState:
-  """Shapes, dtypes and (replicated) shardings of the state, for restoring."""
-  shapes = jax.eval_shape(partial(create_train_state, config,
-                                  steps_per_epoch=steps_per_epoch),
-                          key=jax.random.key(0))
-  return abstract_like(shapes, NamedSharding(mesh, P()))
-
-
-def abstract_like(state: TrainState, sharding=None) -> TrainState:
-  """A restore template with `state`'s structure, including its apply_fn and tx.
-
-  Restoring into it gives a state that jitted steps compiled for `state` accept
-  without recompiling (their cache key includes the tree's static fields).
-  """
-  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(
-      a.shape, a.dtype, sharding=sharding or a.sharding), state)
-
-
 # ----------------------------------------------------------------------------- steps
-
-def _to_unit(images: jax.Array) -> jax.Array:
-  return images.astype(jnp.float32) / 255.0
-
 
 def train_step(state: TrainState, images: jax.Array, labels: jax.Array,
                loop_key: jax.Array, *, config: Config) -> tuple[TrainState, dict]:
@@ -158,7 +55,7 @@ def train_step(state: TrainState, images: jax.Array, labels: jax.Array,
   """
   step_key = jax.random.fold_in(loop_key, state.step)
   aug_key, dropout_key = jax.random.split(step_key)
-  x = augment_lib.augment_batch(aug_key, _to_unit(images), config.augment)
+  x = augment_lib.augment_batch(aug_key, to_unit(images), config.augment)
   if config.input_size < x.shape[1]:
     x = augment_lib.random_crop(jax.random.fold_in(step_key, 2), x, config.input_size)
   x = x[..., None]
@@ -181,52 +78,6 @@ def train_step(state: TrainState, images: jax.Array, labels: jax.Array,
              "correct": jnp.sum(jnp.argmax(logits, -1) == labels),
              "count": jnp.asarray(n, jnp.int32)}
   return state, metrics
-
-
-# Images per pass of the network when predicting on a CPU: one pass's activations
-# (48x48x64 floats per image in the first stage) then stay in cache from layer to layer
-# (measured best at 8-16 on a 2-core Xeon; experiments/eval_conv_impls.py).
-CPU_EVAL_CHUNK = 8
-
-
-def _apply_in_chunks(apply, x: jax.Array, n: int) -> jax.Array:
-  """`apply(x)` for a per-image function, computed as passes over n images at a time.
-
-  The batch is padded to a multiple of n. Pass j takes images j, j + B/n, j + 2B/n, ...
-  so that a batch sharded over devices along its first axis stays sharded in each pass.
-  """
-  b = x.shape[0]
-  x = jnp.pad(x, [(0, -b % n)] + [(0, 0)] * (x.ndim - 1))
-  passes = x.reshape(n, x.shape[0] // n, *x.shape[1:]).swapaxes(0, 1)
-  out = jax.lax.map(apply, passes)  # [B/n, n, ...]
-  return out.swapaxes(0, 1).reshape(x.shape[0], *out.shape[2:])[:b]
-
-
-def predict_step(state: TrainState, images: jax.Array, *, tta: bool,
-                 input_size: int = 48) -> jax.Array:
-  """Class probabilities [B, C] for uint8 images [B, 48, 48]; TTA averages 10 views.
-
-  A network that sees input_size < 48 gets the centre crop (TTA: the ten crops).
-
-  On a CPU the network runs over CPU_EVAL_CHUNK images at a time, and TTA one view
-  after another: a CPU gains nothing from a large batch, whose activations no longer
-  fit in cache (a 10x batch of 2,560 images is 1.5 GB per layer at 48x48x64).
-  """
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
-  apply = lambda x: state.apply_fn(variables, x[..., None], train=False)
-  on_cpu = jax.default_backend() == "cpu"
-  if on_cpu:
-    apply = partial(_apply_in_chunks, apply, n=CPU_EVAL_CHUNK)
-  x = _to_unit(images)
-  if not tta:
-    return jax.nn.softmax(apply(augment_lib.center_crop(x, input_size)))
-  views = augment_lib.tta_views(x, size=input_size)  # [V, B, S, S]
-  if on_cpu:
-    logits = jax.lax.map(apply, views)
-  else:
-    v, b = views.shape[:2]
-    logits = apply(views.reshape(v * b, *views.shape[2:])).reshape(v, b, -1)
-  return jax.nn.softmax(logits).mean(0)
 
 
 class Steps:

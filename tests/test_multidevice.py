@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from ferjax import checkpointing, configs, train
+from ferjax import state as state_lib
 
 TWO = pytest.mark.skipif(jax.device_count() < 2, reason="needs 2 devices")
 CONFIG = dataclasses.replace(configs.tiny(), epochs=2, num_classes=7,
@@ -25,7 +26,7 @@ CONFIG = dataclasses.replace(configs.tiny(), epochs=2, num_classes=7,
 
 def _final_params(workdir, mesh):
   ckpt = checkpointing.Checkpoints(workdir)
-  state, _ = ckpt.restore("latest", train.abstract_state(CONFIG, mesh=mesh,
+  state, _ = ckpt.restore("latest", state_lib.abstract_state(CONFIG, mesh=mesh,
                                                          steps_per_epoch=1))
   ckpt.close()
   return jax.device_get(state.params)
@@ -37,8 +38,8 @@ def _assert_close(a, b):
 
 @TWO
 def test_two_devices_compute_what_one_does(tmp_path, toy_zip, tfds_dir):
-  one = train.make_mesh(jax.devices()[:1])
-  two = train.make_mesh(jax.devices()[:2])
+  one = state_lib.make_mesh(jax.devices()[:1])
+  two = state_lib.make_mesh(jax.devices()[:2])
   r1 = train.train_and_evaluate(CONFIG, tmp_path / "one", data=toy_zip,
                                 data_dir=tfds_dir, mesh=one)
   r2 = train.train_and_evaluate(CONFIG, tmp_path / "two", data=toy_zip,
@@ -51,7 +52,7 @@ def test_two_devices_compute_what_one_does(tmp_path, toy_zip, tfds_dir):
 @pytest.mark.parametrize("first,second", [(2, 1), (1, 2)])
 def test_checkpoint_restores_on_another_device_count(tmp_path, toy_zip, tfds_dir,
                                                      first, second):
-  meshes = {n: train.make_mesh(jax.devices()[:n]) for n in (1, 2)}
+  meshes = {n: state_lib.make_mesh(jax.devices()[:n]) for n in (1, 2)}
   train.train_and_evaluate(CONFIG, tmp_path / "ref", data=toy_zip, data_dir=tfds_dir,
                            mesh=meshes[1])
   assert train.train_and_evaluate(CONFIG, tmp_path / "moved", data=toy_zip,
@@ -64,12 +65,12 @@ def test_checkpoint_restores_on_another_device_count(tmp_path, toy_zip, tfds_dir
 
 
 def test_batch_must_divide_over_devices():
-  mesh = train.make_mesh(jax.devices()[:1])
-  train.check_batch_size(33, mesh)  # one device: anything goes
+  mesh = state_lib.make_mesh(jax.devices()[:1])
+  state_lib.check_batch_size(33, mesh)  # one device: anything goes
   if jax.device_count() >= 2:
     from ferjax.errors import ConfigError
     with pytest.raises(ConfigError, match="does not divide evenly over 2 devices"):
-      train.check_batch_size(33, train.make_mesh(jax.devices()[:2]))
+      state_lib.check_batch_size(33, state_lib.make_mesh(jax.devices()[:2]))
 
 
 @pytest.mark.skipif(jax.device_count() >= 2, reason="already multi-device")

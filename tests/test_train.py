@@ -15,16 +15,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ferjax import checkpointing, configs, evaluate, input_pipeline, predict, train
+from ferjax import checkpointing, configs, evaluate, inference, input_pipeline, train
+from ferjax import state as state_lib
 from ferjax.errors import ConfigError, TrainingDiverged, run_cli
 
 TINY = dataclasses.replace(configs.tiny(), epochs=2, num_classes=7)
 
 
 def _params(workdir: Path, which: str, config) -> dict:
-  mesh = train.make_mesh()
+  mesh = state_lib.make_mesh()
   ckpt = checkpointing.Checkpoints(workdir)
-  state, extra = ckpt.restore(which, train.abstract_state(config, mesh=mesh,
+  state, extra = ckpt.restore(which, state_lib.abstract_state(config, mesh=mesh,
                                                           steps_per_epoch=1))
   ckpt.close()
   return jax.device_get(state.params), extra
@@ -126,27 +127,17 @@ def test_evaluate_and_predict(tmp_path, toy_zip, toy_splits, tfds_dir, capsys):
           "confusion_matrix", "classes"} <= set(out)
   assert out["accuracy"] == rep["test"]["accuracy"] and out["n"] == 42
 
-  from PIL import Image
-  x, y = toy_splits["test"]
-  photo = tmp_path / "face.png"
-  Image.fromarray(np.kron(x[-1], np.ones((3, 3), np.uint8))).convert("RGB").save(photo)
-  results = predict.predict(tmp_path, [photo])
-  assert abs(sum(results[0]["probabilities"].values()) - 1) < 1e-3
-  with pytest.raises(Exception, match="not an image"):
-    (tmp_path / "x.jpg").write_text("hello")
-    predict.predict(tmp_path, [tmp_path / "x.jpg"])
-
   # Predicting in bfloat16: the same float32 parameters, computed in bfloat16, give
   # the float32 predictions up to bfloat16 rounding.
   test = input_pipeline.load_fer2013(toy_zip, splits=("test",),
                                      num_classes=config.num_classes,
                                      data_dir=tfds_dir)["test"]
-  _, steps32, state32 = evaluate.load_run(tmp_path)
-  _, steps16, state16 = evaluate.load_run(tmp_path, dtype="bfloat16")
-  assert state16.apply_fn.__self__.dtype == jnp.bfloat16
-  assert state32.apply_fn.__self__.dtype == jnp.float32
-  p32 = train.predict_split(steps32, state32, test)
-  p16 = train.predict_split(steps16, state16, test)
+  c32 = evaluate.load_classifier(workdir=tmp_path)
+  c16 = evaluate.load_classifier(workdir=tmp_path, dtype="bfloat16")
+  assert c16.state.apply_fn.__self__.dtype == jnp.bfloat16
+  assert c32.state.apply_fn.__self__.dtype == jnp.float32
+  p32 = c32.classify(test.images)
+  p16 = c16.classify(test.images)
   assert not np.array_equal(p16, p32)  # computed in another dtype
   np.testing.assert_allclose(p16, p32, atol=0.05)
   assert (p16.argmax(-1) == p32.argmax(-1)).mean() >= 0.95
@@ -154,7 +145,7 @@ def test_evaluate_and_predict(tmp_path, toy_zip, toy_splits, tfds_dir, capsys):
                  str(tfds_dir), "--dtype", "bfloat16", "--json"])
   assert json.loads(capsys.readouterr().out)["dtype"] == "bfloat16"
   with pytest.raises(ConfigError, match="unknown dtype 'float16'; choose one of float32"):
-    evaluate.load_run(tmp_path, dtype="float16")
+    evaluate.load_classifier(workdir=tmp_path, dtype="float16")
 
 
 def test_cli_errors_are_one_paragraph_not_a_traceback(tmp_path, capsys):
@@ -210,10 +201,10 @@ def test_sigint_saves_a_checkpoint_and_the_run_resumes(tmp_path, toy_zip, tfds_d
 
 def test_tta_prediction_is_the_mean_over_the_views():
   from ferjax import augment
-  mesh = train.make_mesh()
-  state = train.init_state(TINY, mesh=mesh, steps_per_epoch=1)
+  mesh = state_lib.make_mesh()
+  state = state_lib.init_state(TINY, mesh=mesh, steps_per_epoch=1)
   images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (4, 48, 48), np.uint8))
-  got = train.predict_step(state, images, tta=True)
+  got = inference.predict_step(state, images, tta=True)
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   views = augment.tta_views(images.astype(jnp.float32) / 255.0)
   want = jnp.mean(jnp.stack([jax.nn.softmax(state.apply_fn(variables, v[..., None],
@@ -223,15 +214,15 @@ def test_tta_prediction_is_the_mean_over_the_views():
 
 
 def test_cpu_prediction_in_passes_equals_one_pass_over_the_batch():
-  mesh = train.make_mesh()
-  state = train.init_state(TINY, mesh=mesh, steps_per_epoch=1)
+  mesh = state_lib.make_mesh()
+  state = state_lib.init_state(TINY, mesh=mesh, steps_per_epoch=1)
   # 37 images: not a multiple of the pass size, so the last pass is padded.
   images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (37, 48, 48), np.uint8))
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   want = jax.nn.softmax(state.apply_fn(variables, images[..., None] / 255.0, train=False))
-  np.testing.assert_allclose(train.predict_step(state, images, tta=False), want,
+  np.testing.assert_allclose(inference.predict_step(state, images, tta=False), want,
                              rtol=1e-5, atol=1e-6)
   # Pass j holds images j, j + B/n, ...; the output goes back in the input's order.
   x = images.astype(jnp.float32)
-  got = train._apply_in_chunks(lambda x: x[:, 0, 0] * 2, x, 4)
+  got = inference._apply_in_chunks(lambda x: x[:, 0, 0] * 2, x, 4)
   np.testing.assert_array_equal(got, x[:, 0, 0] * 2)

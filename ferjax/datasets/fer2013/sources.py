@@ -27,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ferjax.classes import CLASSES_7
 from ferjax.errors import DataError
+from ferjax.images import to_face_array_image
 
 IMAGE_SIZE = 48
 CSV_COLUMNS = ("emotion", "pixels", "Usage")
@@ -192,20 +193,12 @@ def decode_image(data: bytes, *, where: str) -> tuple[np.ndarray, bool]:
       if converted:
         img = to_face_array_image(img)
       return np.asarray(img, dtype=np.uint8), converted
+  except Image.DecompressionBombError:
+    raise DataError(f"The image {where} has too many pixels to be a face crop. Replace "
+                    "or delete that file.") from None
   except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
     raise DataError(f"The image {where} cannot be decoded ({e}). Replace or delete "
                     "that file.") from None
-
-
-def to_face_array_image(img: Image.Image) -> Image.Image:
-  """Converts any PIL image to 48x48 grayscale: center square crop, then resize."""
-  img = img.convert("L")
-  w, h = img.size
-  if w != h:
-    s = min(w, h)
-    left, top = (w - s) // 2, (h - s) // 2
-    img = img.crop((left, top, left + s, top + s))
-  return img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
 
 
 # ----------------------------------------------------------------------------- csv

@@ -1,0 +1,170 @@
+"""The Predictor: faces found in a photo, each classified by a trained network.
+
+    import ferjax
+    predictor = ferjax.Predictor.from_pretrained()
+    for face in predictor.predict("photo.jpg"):
+        print(face.box, face.label, face.score)
+
+`predict` takes a path, bytes, a PIL image or a NumPy array; `predict_many` takes many
+and classifies all their faces together, in the classifier's fixed batch sizes. An
+image no larger than `WHOLE_MAX_SIDE` pixels (a face crop such as FER2013's 48x48), or
+any image with `detect=False`, is classified whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ferjax import faces as faces_lib
+from ferjax import images as images_lib
+from ferjax.inference import Classifier, load_pretrained
+
+# Images whose longer side is at most this are taken to be face crops already.
+WHOLE_MAX_SIDE = 96
+
+
+@dataclasses.dataclass
+class FacePrediction:
+  """One face and its expression.
+
+  Attributes:
+    box: (left, top, right, bottom) in the image's pixels (upright, after EXIF).
+    label: the most probable class.
+    score: its probability.
+    probabilities: every class's probability, in the classifier's class order.
+    detection_score: the detector's confidence (1.0 for an image classified whole).
+    landmarks: [[x, y]] x 5 (eyes, nose, mouth corners), or None.
+  """
+  box: tuple[float, float, float, float]
+  label: str
+  score: float
+  probabilities: dict[str, float]
+  detection_score: float = 1.0
+  landmarks: list[list[float]] | None = None
+
+  def to_dict(self) -> dict:
+    d = dataclasses.asdict(self)
+    d["box"] = [round(v, 1) for v in self.box]
+    d["score"] = round(self.score, 4)
+    d["detection_score"] = round(self.detection_score, 4)
+    d["probabilities"] = {k: round(v, 4) for k, v in self.probabilities.items()}
+    if self.landmarks is not None:
+      d["landmarks"] = [[round(x, 1), round(y, 1)] for x, y in self.landmarks]
+    return d
+
+
+class Predictor:
+  """A face detector and an expression classifier.
+
+  Args:
+    classifier: the network (`ferjax.inference.Classifier`).
+    detector: anything with `detect(rgb) -> list[Face]` (default: CenterFace, made on
+      first use).
+    tta: average the ten test-time views of each face (10x the classifier's work).
+  """
+
+  def __init__(self, classifier: Classifier, *, detector=None, tta: bool = False):
+    self.classifier = classifier
+    self.classes = classifier.classes
+    self._detector = detector
+    self.tta = tta
+
+  @classmethod
+  def from_pretrained(cls, **kwargs) -> "Predictor":
+    """The model that ships with ferjax."""
+    return cls(load_pretrained(), **kwargs)
+
+  @classmethod
+  def from_workdir(cls, workdir: str | Path, **kwargs) -> "Predictor":
+    """The best checkpoint of a training run."""
+    return cls(Classifier.from_workdir(workdir), **kwargs)
+
+  @classmethod
+  def from_weights(cls, path: str | Path, **kwargs) -> "Predictor":
+    """A weights file written by `python -m ferjax.export`."""
+    return cls(Classifier.load(path), **kwargs)
+
+  @property
+  def detector(self):
+    if self._detector is None:
+      self._detector = faces_lib.CenterFace()
+    return self._detector
+
+  def crops(self, image, *, detect: bool | None = None
+            ) -> tuple[np.ndarray, list[tuple[tuple, float, list | None]]]:
+    """The 48x48 face crops of one image and, per crop, (box, detection score,
+    landmarks). `detect=None`: detect unless the image is a face crop already."""
+    img = images_lib.open_image(image)
+    if detect is None:
+      detect = max(img.size) > WHOLE_MAX_SIDE
+    if not detect:
+      crop = np.asarray(images_lib.to_face_array_image(img), np.uint8)
+      return crop[None], [((0.0, 0.0, float(img.width), float(img.height)), 1.0, None)]
+    rgb = images_lib.to_rgb(img)
+    found = self.detector.detect(np.asarray(rgb))
+    gray = rgb.convert("L")
+    crops = [faces_lib.face_crop(gray, f) for f in found]
+    meta = [(f.box, f.score, None if f.landmarks is None else f.landmarks.tolist())
+            for f in found]
+    return (np.stack(crops) if crops else np.zeros((0, 48, 48), np.uint8)), meta
+
+  def predict(self, image, *, detect: bool | None = None) -> list[FacePrediction]:
+    """The faces of one image, best detection first."""
+    return self.predict_many([image], detect=detect)[0]
+
+  def predict_many(self, images: Iterable, *, detect: bool | None = None
+                   ) -> list[list[FacePrediction]]:
+    """The faces of each image; all crops go through the classifier together."""
+    all_crops, metas = [], []
+    for image in images:
+      crops, meta = self.crops(image, detect=detect)
+      all_crops.append(crops)
+      metas.append(meta)
+    return self.classify_crops(all_crops, metas)
+
+  def classify_crops(self, all_crops: Sequence[np.ndarray], metas: Sequence[list]
+                     ) -> list[list[FacePrediction]]:
+    """FacePredictions from the crops and metadata that `crops` returned, per image."""
+    counts = [len(c) for c in all_crops]
+    stacked = (np.concatenate(all_crops) if sum(counts)
+               else np.zeros((0, 48, 48), np.uint8))
+    probs = self.classifier.classify(stacked, tta=self.tta)
+    out, i = [], 0
+    for n, meta in zip(counts, metas):
+      faces = []
+      for p, (box, det_score, landmarks) in zip(probs[i:i + n], meta):
+        k = int(p.argmax())
+        faces.append(FacePrediction(
+            box=tuple(float(v) for v in box), label=self.classes[k], score=float(p[k]),
+            probabilities={c: float(v) for c, v in zip(self.classes, p)},
+            detection_score=float(det_score), landmarks=landmarks))
+      out.append(faces)
+      i += n
+    return out
+
+
+def annotate(image: Image.Image, faces: Sequence[FacePrediction]) -> Image.Image:
+  """A copy of `image` (RGB) with each face's box, label and score drawn."""
+  from PIL import ImageDraw, ImageFont
+  out = images_lib.to_rgb(image).copy()
+  draw = ImageDraw.Draw(out)
+  for f in faces:
+    x0, y0, x1, y1 = f.box
+    width = max(2, round(max(out.size) / 300))
+    size = max(12, round((x1 - x0) / 6))
+    try:
+      font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+      font = ImageFont.load_default()
+    draw.rectangle((x0, y0, x1, y1), outline=(255, 200, 0), width=width)
+    text = f"{f.label} {f.score:.2f}"
+    tx, ty = x0, max(0, y0 - size - 2 * width)
+    bbox = draw.textbbox((tx, ty), text, font=font)
+    draw.rectangle(bbox, fill=(255, 200, 0))
+    draw.text((tx, ty), text, fill=(0, 0, 0), font=font)
+  return out
