@@ -82,3 +82,22 @@ def toy_zip(tmp_path_factory, toy_splits) -> Path:
 def tfds_dir(tmp_path_factory) -> Path:
   """One TFDS data dir for the session, so each source is prepared once."""
   return tmp_path_factory.mktemp("tfds")
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory, toy_zip, tfds_dir) -> Path:
+  """A workdir of the tiny variant trained for 3 epochs on the toy zip (6 classes)."""
+  import dataclasses
+
+  from ferjax import configs, train
+  workdir = tmp_path_factory.mktemp("trained_tiny")
+  config = dataclasses.replace(configs.get_config("tiny"), epochs=3, early_stopping=False)
+  train.train_and_evaluate(config, workdir, data=toy_zip, data_dir=tfds_dir)
+  return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory, trained_tiny) -> Path:
+  """`trained_tiny` exported as a weights file."""
+  from ferjax import export
+  return export.export(trained_tiny, tmp_path_factory.mktemp("weights") / "tiny.npz")

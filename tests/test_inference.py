@@ -1,0 +1,94 @@
+"""ferjax.inference: weights files, the bucketed classifier, the shipped model."""
+
+import json
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from ferjax import inference
+from ferjax.classes import CLASSES_6
+
+
+def _crops(n, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (n, 48, 48), np.uint8)
+
+
+def test_exported_weights_predict_as_the_run_does(trained_tiny, tiny_weights, toy_splits):
+  run = inference.Classifier.from_workdir(trained_tiny)
+  shipped = inference.Classifier.load(tiny_weights)
+  assert shipped.classes == run.classes == CLASSES_6
+  assert shipped.info.model == "tiny" and shipped.info.input_size == 48
+  x = toy_splits["test"][0]
+  p_run, p_file = run.classify(x), shipped.classify(x)
+  # float16 storage: the same predictions, probabilities within float16 rounding.
+  np.testing.assert_allclose(p_file, p_run, atol=2e-2)
+  assert (p_file.argmax(-1) == p_run.argmax(-1)).mean() >= 0.95
+  # Deterministic: the same crops give the same probabilities.
+  np.testing.assert_array_equal(shipped.classify(x), p_file)
+
+
+def test_any_count_gives_what_one_at_a_time_gives(tiny_weights):
+  clf = inference.Classifier.load(tiny_weights)
+  x = _crops(300)
+  whole = clf.classify(x)  # 256 + 44 (padded to 64)
+  assert whole.shape == (300, 6)
+  np.testing.assert_allclose(whole.sum(-1), 1, rtol=1e-5)
+  for n in (1, 3, 9):
+    np.testing.assert_allclose(clf.classify(x[:n]), whole[:n], rtol=1e-4, atol=1e-6)
+  assert clf.classify(x[:0]).shape == (0, 6)
+  with pytest.raises(ValueError, match=r"\[N, 48, 48\]"):
+    clf.classify(np.zeros((2, 40, 40), np.uint8))
+
+
+def test_bad_weight_files_get_messages(tmp_path, tiny_weights):
+  with pytest.raises(inference.WeightsError, match="No weights file"):
+    inference.Classifier.load(tmp_path / "none.npz")
+  (tmp_path / "junk.npz").write_bytes(b"not a zip at all")
+  with pytest.raises(inference.WeightsError, match="not a readable ferjax weights file"):
+    inference.Classifier.load(tmp_path / "junk.npz")
+  cut = tmp_path / "cut.npz"
+  cut.write_bytes(tiny_weights.read_bytes()[:2000])
+  with pytest.raises(inference.WeightsError, match="not a readable"):
+    inference.Classifier.load(cut)
+  np.savez(tmp_path / "plain.npz", a=np.zeros(3))
+  with pytest.raises(inference.WeightsError, match="no ferjax metadata"):
+    inference.Classifier.load(tmp_path / "plain.npz")
+  # The metadata names 7 classes; the head has 6 outputs.
+  with np.load(tiny_weights) as f:
+    arrays = {k: f[k] for k in f.files}
+  meta = json.loads(arrays["__meta__"].tobytes())
+  arrays["__meta__"] = np.frombuffer(json.dumps({**meta, "num_classes": 7}).encode(),
+                                     np.uint8)
+  np.savez(tmp_path / "seven.npz", **arrays)
+  with pytest.raises(inference.WeightsError, match="does not fit a 'tiny' network with 7"):
+    inference.Classifier.load(tmp_path / "seven.npz")
+  arrays["__meta__"] = np.frombuffer(json.dumps({**meta, "model": "resnet99"}).encode(),
+                                     np.uint8)
+  np.savez(tmp_path / "unknown.npz", **arrays)
+  with pytest.raises(inference.WeightsError, match="'resnet99' network"):
+    inference.Classifier.load(tmp_path / "unknown.npz")
+
+
+def test_inference_does_not_import_the_training_loop():
+  import subprocess
+  code = ("import sys, ferjax.inference, ferjax.predictor, ferjax.evaluate, ferjax.export;"
+          "print(sorted(m for m in sys.modules if m.startswith('ferjax')))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=True).stdout
+  assert "ferjax.train" not in out and "ferjax.inference" in out
+
+
+def test_the_shipped_model_loads_and_predicts():
+  path = inference.pretrained_path()
+  assert path.is_file(), "the shipped weights file is missing from the package"
+  assert path.stat().st_size < 10 * 2**20
+  clf = inference.load_pretrained()
+  assert clf.classes == CLASSES_6
+  x = _crops(5, seed=1)
+  p = clf.classify(x)
+  assert p.shape == (5, 6)
+  np.testing.assert_allclose(p.sum(-1), 1, rtol=1e-5)
+  np.testing.assert_array_equal(clf.classify(x), p)
+  assert zipfile.is_zipfile(path)
