@@ -136,16 +136,20 @@ class Predictor:
     probs = self.classifier.classify(stacked, tta=self.tta)
     out, i = [], 0
     for n, meta in zip(counts, metas):
-      faces = []
-      for p, (box, det_score, landmarks) in zip(probs[i:i + n], meta):
-        k = int(p.argmax())
-        faces.append(FacePrediction(
-            box=tuple(float(v) for v in box), label=self.classes[k], score=float(p[k]),
-            probabilities={c: float(v) for c, v in zip(self.classes, p)},
-            detection_score=float(det_score), landmarks=landmarks))
-      out.append(faces)
+      out.append(self.faces_from(probs[i:i + n], meta))
       i += n
     return out
+
+  def faces_from(self, probs: np.ndarray, meta: Sequence) -> list[FacePrediction]:
+    """FacePredictions from one image's crop probabilities and `crops` metadata."""
+    faces = []
+    for p, (box, det_score, landmarks) in zip(probs, meta):
+      k = int(p.argmax())
+      faces.append(FacePrediction(
+          box=tuple(float(v) for v in box), label=self.classes[k], score=float(p[k]),
+          probabilities={c: float(v) for c, v in zip(self.classes, p)},
+          detection_score=float(det_score), landmarks=landmarks))
+    return faces
 
 
 def annotate(image: Image.Image, faces: Sequence[FacePrediction]) -> Image.Image:

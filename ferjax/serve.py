@@ -1,0 +1,283 @@
+"""A local web page and HTTP API for the Predictor, served by uvicorn.
+
+    python -m ferjax.serve [--host 127.0.0.1] [--port 8000]
+                           [--workdir DIR | --weights FILE] [--token TOKEN]
+
+Routes:
+  GET  /             the page: choose or drop a photo, or switch on the webcam.
+  POST /v1/predict   one image (multipart upload or the raw body; JPEG, PNG, WebP ...)
+                     -> {"width", "height", "faces": [{box, label, score,
+                        probabilities, detection_score, landmarks}], "model", "ms"}
+  GET  /v1/info      the model, its classes, ferjax's version.
+  GET  /healthz      {"status": "ready"} once the model is loaded and compiled.
+  GET  /docs         the OpenAPI description (FastAPI's).
+
+Faces of requests that arrive together are classified in one call of the classifier
+(`Batcher`: up to MAX_BATCH crops, waiting at most BATCH_WAIT_S for company), in its
+fixed batch sizes, so nothing recompiles as the load changes. Uploads stay in memory
+(never written to disk), are limited in bytes and pixels, and a bad one gets a 4xx
+JSON error with a message. With --token (or FERJAX_TOKEN), every /v1 call must send
+`Authorization: Bearer TOKEN`; listening beyond loopback requires one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import ipaddress
+import os
+import secrets
+import sys
+import time
+from importlib import resources
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartParser
+
+from ferjax.errors import ConfigError, FerjaxError, run_cli
+
+MAX_BATCH = 64
+BATCH_WAIT_S = 0.004
+MAX_UPLOAD_BYTES = 10 * 2**20
+WEB_FILES = {"index.html": "text/html; charset=utf-8",
+             "app.js": "text/javascript; charset=utf-8",
+             "style.css": "text/css; charset=utf-8"}
+
+
+class Batcher:
+  """Collects the crops of concurrent requests and classifies them together.
+
+  `await submit(crops)` returns the probabilities of those crops. One worker thread
+  runs the classifier, so at most one call is in flight and requests that arrive
+  meanwhile form the next batch.
+  """
+
+  def __init__(self, classify, *, max_batch: int = MAX_BATCH,
+               max_wait: float = BATCH_WAIT_S):
+    self._classify = classify
+    self.max_batch, self.max_wait = max_batch, max_wait
+    self._queue: asyncio.Queue | None = None
+    self._task = None
+    self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="classify")
+    self.batches = 0  # calls made, for the load test and the bench
+
+  def start(self) -> None:
+    self._queue = asyncio.Queue()
+    self._task = asyncio.get_running_loop().create_task(self._run())
+
+  async def stop(self) -> None:
+    if self._task is not None:
+      self._task.cancel()
+      with contextlib.suppress(asyncio.CancelledError):
+        await self._task
+    self._pool.shutdown(wait=False)
+
+  async def submit(self, crops: np.ndarray) -> np.ndarray:
+    fut = asyncio.get_running_loop().create_future()
+    await self._queue.put((crops, fut))
+    return await fut
+
+  async def _run(self) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+      items = [await self._queue.get()]
+      n = len(items[0][0])
+      deadline = loop.time() + self.max_wait
+      while n < self.max_batch:
+        try:
+          item = await asyncio.wait_for(self._queue.get(),
+                                        max(0.0, deadline - loop.time()))
+        except asyncio.TimeoutError:
+          break
+        items.append(item)
+        n += len(item[0])
+      crops = np.concatenate([c for c, _ in items])
+      try:
+        probs = await loop.run_in_executor(self._pool, self._classify, crops)
+        self.batches += 1
+      except Exception as e:  # noqa: BLE001 - handed to every waiting request
+        for _, fut in items:
+          if not fut.done():
+            fut.set_exception(e)
+        continue
+      i = 0
+      for c, fut in items:
+        if not fut.done():
+          fut.set_result(probs[i:i + len(c)])
+        i += len(c)
+
+
+def create_app(predictor, *, token: str | None = None,
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, warm_up: bool = True):
+  """The FastAPI app serving `predictor` (a `ferjax.predictor.Predictor`)."""
+  import ferjax
+  from ferjax import images as images_lib
+
+  # Starlette spools uploaded files over 1 MB to a temporary file; keep them in memory.
+  MultiPartParser.spool_max_size = max_upload_bytes + 2**20
+  batcher = Batcher(lambda crops: predictor.classifier.classify(crops,
+                                                                tta=predictor.tta))
+  state = {"ready": False}
+
+  @contextlib.asynccontextmanager
+  async def lifespan(app):
+    batcher.start()
+    if warm_up:
+      await run_in_threadpool(_warm_up, predictor)
+    state["ready"] = True
+    yield
+    await batcher.stop()
+
+  app = FastAPI(title="ferjax", version=ferjax.__version__, lifespan=lifespan,
+                description="Facial expressions of the faces in an image.")
+  app.state.batcher = batcher
+
+  def error(status: int, message: str):
+    return JSONResponse({"error": message}, status_code=status)
+
+  @app.exception_handler(StarletteHTTPException)
+  async def http_error(request, exc):
+    return error(exc.status_code, str(exc.detail))
+
+  @app.exception_handler(Exception)
+  async def any_error(request, exc):  # never a stack trace to the client
+    print(f"ferjax.serve: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return error(500, "internal error; the server log has the details")
+
+  @app.middleware("http")
+  async def check_token(request: Request, call_next):
+    if token and request.url.path.startswith("/v1/"):
+      sent = request.headers.get("authorization", "")
+      if not secrets.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+        return error(401, "missing or wrong token: send 'Authorization: Bearer TOKEN'")
+    return await call_next(request)
+
+  @app.get("/healthz")
+  async def healthz():
+    if not state["ready"]:
+      return JSONResponse({"status": "starting"}, status_code=503)
+    return {"status": "ready"}
+
+  @app.get("/v1/info")
+  async def info():
+    i = predictor.classifier.info
+    return {"model": i.model, "classes": list(predictor.classes),
+            "input_size": i.input_size, "dtype": i.dtype, "tta": predictor.tta,
+            "version": ferjax.__version__, "max_upload_bytes": max_upload_bytes}
+
+  @app.post("/v1/predict", responses={400: {}, 401: {}, 413: {}, 415: {}})
+  async def predict(request: Request):
+    """Upload one image (multipart field of any name, or the raw request body)."""
+    t0 = time.perf_counter()
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > max_upload_bytes + 2**16:
+      return error(413, f"the upload is larger than {max_upload_bytes:,} bytes")
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+      try:
+        form = await request.form(max_files=1, max_fields=10)
+      except Exception:  # noqa: BLE001 - malformed multipart
+        return error(400, "the multipart body cannot be parsed")
+      files = [v for v in form.values() if hasattr(v, "read")]
+      if not files:
+        return error(400, "the form has no file; send the image as a file field")
+      data = await files[0].read()
+    else:
+      data = await request.body()
+    if len(data) > max_upload_bytes:
+      return error(413, f"the upload is larger than {max_upload_bytes:,} bytes")
+    if not data:
+      return error(400, "the upload is empty; send an image (JPEG, PNG, WebP)")
+    try:
+      img = await run_in_threadpool(images_lib.open_image, data, name="the upload")
+      crops, meta = await run_in_threadpool(predictor.crops, img)
+    except FerjaxError as e:
+      return error(400, str(e))
+    if len(crops):
+      probs = await batcher.submit(crops)
+      faces = predictor.faces_from(probs, meta)
+    else:
+      faces = []
+    return {"width": img.width, "height": img.height,
+            "faces": [f.to_dict() for f in faces], "model": predictor.classifier.info.model,
+            "ms": round(1000 * (time.perf_counter() - t0), 1)}
+
+  web = resources.files("ferjax") / "web"
+
+  def static(name: str):
+    async def serve_file():
+      return Response((web / name).read_bytes(), media_type=WEB_FILES[name])
+    return serve_file
+
+  app.get("/", include_in_schema=False)(static("index.html"))
+  for name in ("app.js", "style.css"):
+    app.get(f"/{name}", include_in_schema=False)(static(name))
+  return app
+
+
+def _warm_up(predictor) -> None:
+  """Loads the detector and compiles every classifier batch size."""
+  predictor.classifier.warm_up(tta=predictor.tta)
+  predictor.detector.detect(np.zeros((480, 640, 3), np.uint8))
+
+
+def is_loopback(host: str) -> bool:
+  if host == "localhost":
+    return True
+  try:
+    return ipaddress.ip_address(host).is_loopback
+  except ValueError:
+    return False
+
+
+def load_predictor(args):
+  from ferjax.predictor import Predictor
+  if args.workdir:
+    return Predictor.from_workdir(args.workdir)
+  if args.weights:
+    return Predictor.from_weights(args.weights)
+  return Predictor.from_pretrained()
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m ferjax.serve", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--host", default="127.0.0.1",
+                 help="address to listen on (default 127.0.0.1: this machine only)")
+  p.add_argument("--port", type=int, default=8000)
+  model = p.add_mutually_exclusive_group()
+  model.add_argument("--workdir", help="serve a training run's best checkpoint")
+  model.add_argument("--weights", help="serve a weights file from `ferjax.export`")
+  p.add_argument("--token", default=os.environ.get("FERJAX_TOKEN"),
+                 help="require 'Authorization: Bearer TOKEN' on every /v1 call "
+                      "(default: $FERJAX_TOKEN); needed to listen beyond loopback")
+  p.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20,
+                 help="largest upload accepted, in MiB (default 10)")
+  return p
+
+
+def main(argv=None) -> None:
+  args = build_parser().parse_args(argv)
+  if not is_loopback(args.host) and not args.token:
+    raise ConfigError(f"Listening on {args.host} lets other machines in: set a token "
+                      "with --token or FERJAX_TOKEN (clients then send "
+                      "'Authorization: Bearer TOKEN').")
+  if not 0 < args.port < 65536:
+    raise ConfigError(f"--port must be 1-65535, got {args.port}")
+  import uvicorn
+  predictor = load_predictor(args)
+  app = create_app(predictor, token=args.token,
+                   max_upload_bytes=int(args.max_upload_mb * 2**20))
+  print(f"ferjax.serve: loading and compiling the model, then listening on "
+        f"http://{args.host}:{args.port}/", file=sys.stderr, flush=True)
+  uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+  run_cli(main)

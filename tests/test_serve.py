@@ -1,0 +1,189 @@
+"""ferjax.serve over real HTTP on loopback, and its page in headless Chromium."""
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+httpx = pytest.importorskip("httpx")
+skimage_data = pytest.importorskip("skimage.data")
+
+from ferjax import loadtest, serve  # noqa: E402
+from ferjax.classes import CLASSES_6  # noqa: E402
+from ferjax.predictor import Predictor  # noqa: E402
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+MAX_UPLOAD = 2_000_000
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_weights):
+  return Predictor.from_weights(tiny_weights)
+
+
+@pytest.fixture(scope="module")
+def app(predictor):
+  return serve.create_app(predictor, max_upload_bytes=MAX_UPLOAD)
+
+
+@pytest.fixture(scope="module")
+def url(app):
+  with loadtest.running_server(app) as url:
+    yield url
+
+
+@pytest.fixture(scope="module")
+def photo() -> bytes:
+  return loadtest.sample_photo()
+
+
+def test_routes(url):
+  assert httpx.get(url + "/healthz").json() == {"status": "ready"}
+  info = httpx.get(url + "/v1/info").json()
+  assert info["classes"] == list(CLASSES_6) and info["model"] == "tiny"
+  page = httpx.get(url + "/")
+  assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+  assert "app.js" in page.text and "http" not in page.text.split("<body>")[1]
+  assert httpx.get(url + "/app.js").status_code == 200
+  spec = httpx.get(url + "/openapi.json").json()
+  assert "/v1/predict" in spec["paths"]
+
+
+def test_predict_multipart_and_raw_body(url, photo):
+  r = httpx.post(url + "/v1/predict", files={"file": ("p.jpg", photo, "image/jpeg")})
+  assert r.status_code == 200, r.text
+  body = r.json()
+  assert (body["width"], body["height"]) == (640, 480)
+  (face,) = body["faces"]
+  x0, y0, x1, y1 = face["box"]
+  # The astronaut's face, scaled 480/512 and moved 80 px right.
+  assert 80 + 150 < (x0 + x1) / 2 < 80 + 290 and 30 < (y0 + y1) / 2 < 190
+  assert set(face["probabilities"]) == set(CLASSES_6)
+  raw = httpx.post(url + "/v1/predict", content=photo,
+                   headers={"content-type": "image/jpeg"}).json()
+  assert raw["faces"][0]["probabilities"] == face["probabilities"]
+
+
+def test_bad_uploads_get_4xx_json_and_the_server_stays_up(url, photo):
+  cases = [
+      (b"hello, not an image", 400, "not an image"),
+      (photo[:3000], 400, "cannot be decoded"),
+      (b"", 400, "empty"),
+      (os.urandom(MAX_UPLOAD + 10), 413, "larger than"),
+  ]
+  for data, status, message in cases:
+    r = httpx.post(url + "/v1/predict", content=data,
+                   headers={"content-type": "application/octet-stream"})
+    assert r.status_code == status, (message, r.text)
+    assert message in r.json()["error"] and "Traceback" not in r.text
+  r = httpx.post(url + "/v1/predict", data={"note": "no file"},
+                 files={"x": ("x.txt", b"", "text/plain")})
+  assert r.status_code == 400
+  r = httpx.get(url + "/v1/predict")
+  assert r.status_code == 405 and "error" in r.json()
+  # No face: 200 with no faces.
+  blank = io.BytesIO()
+  Image.new("RGB", (320, 240), (200, 200, 200)).save(blank, format="PNG")
+  r = httpx.post(url + "/v1/predict", content=blank.getvalue())
+  assert r.status_code == 200 and r.json()["faces"] == []
+  assert httpx.get(url + "/healthz").status_code == 200
+
+
+def test_token_is_required_when_set(predictor, photo):
+  app = serve.create_app(predictor, token="s3cret", warm_up=False)
+  with loadtest.running_server(app) as url:
+    assert httpx.get(url + "/v1/info").status_code == 401
+    assert httpx.get(url + "/v1/info",
+                     headers={"authorization": "Bearer wrong"}).status_code == 401
+    ok = httpx.post(url + "/v1/predict", content=photo,
+                    headers={"authorization": "Bearer s3cret"})
+    assert ok.status_code == 200
+    assert httpx.get(url + "/healthz").status_code == 200  # probes need no token
+
+
+def test_refuses_to_listen_beyond_loopback_without_a_token(capsys):
+  from ferjax.errors import run_cli
+  with pytest.raises(SystemExit) as e:
+    run_cli(lambda: serve.main(["--host", "0.0.0.0", "--token", ""]))
+  assert e.value.code == 2 and "set a token" in capsys.readouterr().err
+  assert serve.is_loopback("127.0.0.1") and serve.is_loopback("::1")
+  assert not serve.is_loopback("0.0.0.0")
+
+
+def test_concurrent_load_is_batched_without_failures(app, url, photo):
+  calls = app.state.batcher.batches
+  stats = loadtest.load(url, photo, clients=16, seconds=8)
+  print("16 clients:", stats)
+  assert stats["failures"] == 0, stats["first_failure"]
+  assert stats["requests"] >= 16
+  # Requests that arrived together shared classifier calls.
+  assert app.state.batcher.batches - calls < stats["requests"]
+
+
+# ----------------------------------------------------------------------------- browser
+
+def _write_y4m(path: Path, frames: list[np.ndarray], fps: int = 10) -> None:
+  """A raw YUV 4:2:0 video that Chromium's fake camera plays in a loop."""
+  h, w = frames[0].shape[:2]
+  with path.open("wb") as f:
+    f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+    for rgb in frames:
+      r, g, b = (rgb[..., i].astype(np.float32) for i in range(3))
+      y = 0.299 * r + 0.587 * g + 0.114 * b
+      u = 128 + (b - y) * 0.564
+      v = 128 + (r - y) * 0.713
+      sub = lambda c: c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+      f.write(b"FRAME\n")
+      for plane in (y, sub(u), sub(v)):
+        f.write(np.clip(np.round(plane), 0, 255).astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+  if CHROMIUM is None:
+    pytest.skip("Chromium is not installed (apt-get install chromium)")
+  sync_api = pytest.importorskip("playwright.sync_api")
+  video = tmp_path_factory.mktemp("camera") / "face.y4m"
+  canvas = Image.new("RGB", (640, 480), (40, 40, 40))
+  canvas.paste(Image.fromarray(skimage_data.astronaut()).resize((400, 400)), (120, 40))
+  _write_y4m(video, [np.asarray(canvas)] * 10)
+  with sync_api.sync_playwright() as p:
+    b = p.chromium.launch(executable_path=CHROMIUM, args=[
+        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}", "--no-sandbox"])
+    yield b
+    b.close()
+
+
+def test_page_upload_shows_a_label(browser, url, tmp_path):
+  path = tmp_path / "astronaut.jpg"
+  Image.fromarray(skimage_data.astronaut()).save(path)
+  page = browser.new_page(viewport={"width": 1000, "height": 800})
+  page.goto(url + "/")
+  page.set_input_files("#file", str(path))
+  page.wait_for_selector("#faces li .label", timeout=60_000)
+  label = page.inner_text("#faces li .label")
+  assert any(label.startswith(c) for c in CLASSES_6)
+  assert page.get_attribute("body", "data-faces") == "1"
+  ARTIFACTS.mkdir(exist_ok=True)
+  page.screenshot(path=str(ARTIFACTS / "page_upload.png"), full_page=True)
+  page.close()
+
+
+def test_page_webcam_shows_a_label(browser, url):
+  context = browser.new_context(viewport={"width": 1000, "height": 800})
+  page = context.new_page()
+  page.goto(url + "/")
+  page.click("#camera")
+  page.wait_for_selector("body[data-faces='1']", timeout=30_000)
+  assert page.inner_text("#camera") == "Stop webcam"
+  assert "Webcam: 1 face(s)" in page.inner_text("#status")
+  ARTIFACTS.mkdir(exist_ok=True)
+  page.screenshot(path=str(ARTIFACTS / "page_webcam.png"), full_page=True)
+  page.click("#camera")
+  context.close()
