@@ -14,6 +14,7 @@ JSON dict of plain Python scalars (epoch, position in the epoch, early-stopping 
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,10 @@ class Checkpoints:
   def __init__(self, workdir: str | Path, *, create: bool = True):
     """`create=False` (for readers: evaluate, export) never creates folders."""
     root = Path(workdir).resolve() / "checkpoints"
+    if create:
+      # A save killed half-way leaves orbax's temporary folder; it is never resumed.
+      for stale in root.glob("*/*orbax-checkpoint-tmp*"):
+        shutil.rmtree(stale, ignore_errors=True)
     options = ocp.CheckpointManagerOptions(max_to_keep=1, create=create,
                                            read_only=not create)
     self._managers = {name: ocp.CheckpointManager(root / name, options=options)

@@ -38,9 +38,19 @@ def summarize(labels: np.ndarray, probs: np.ndarray, probs_tta: np.ndarray | Non
 
 
 def read_metrics(path: Path) -> list[dict]:
+  """The rows of a metrics.jsonl; a torn last line (a crash mid-write) is dropped."""
   if not path.exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  lines = [line for line in path.read_text().splitlines() if line.strip()]
+  rows = []
+  for i, line in enumerate(lines):
+    try:
+      rows.append(json.loads(line))
+    except ValueError:
+      if i == len(lines) - 1:
+        break
+      raise
+  return rows
 
 
 def plot_curves(metrics: list[dict], path: Path, *, title: str,

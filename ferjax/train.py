@@ -40,7 +40,11 @@ from ferjax.errors import ConfigError, DataError, TrainingDiverged, run_cli
 # Donation is a no-op on some CPU builds, which warn once per compile.
 warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
 
+# Images per evaluation batch (rounded up to a multiple of the device count).
 EVAL_BATCH_SIZE = 256
+# Exit status of a run that was interrupted (SIGINT/SIGTERM) after saving a checkpoint:
+# not 0, so that `train && evaluate` or a scheduler never takes it for a finished run.
+EXIT_INTERRUPTED = 3
 # Config fields a resumed run may change: the length of training only.
 RESUMABLE_CHANGES = ("epochs",)
 
@@ -98,10 +102,18 @@ class Steps:
     self.mesh = mesh
 
 
+def eval_batch_size(mesh: Mesh) -> int:
+  """EVAL_BATCH_SIZE rounded up to a multiple of the mesh's device count."""
+  n = mesh.devices.size
+  return -(-EVAL_BATCH_SIZE // n) * n
+
+
 def predict_split(steps: Steps, state: TrainState, split: input_pipeline.Split, *,
-                  tta: bool = False, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
+                  tta: bool = False, batch_size: int | None = None) -> np.ndarray:
   """Probabilities [N, C] for a whole split (fixed-shape padded batches)."""
   fn = steps.predict_tta if tta else steps.predict
+  if batch_size is None:
+    batch_size = eval_batch_size(steps.mesh)
   sl = host_slice(batch_size)
   out = []
   for images, _, mask in input_pipeline.eval_batches(split, batch_size=batch_size):
@@ -191,6 +203,77 @@ def _check_config(workdir: Path, config: Config) -> None:
         "Resume it with the same options, or start a new run with another --workdir.")
 
 
+def write_atomic(path: Path, text: str) -> None:
+  """Writes `text` to `path` through a temporary file and a rename: a crash or a full
+  disk leaves the old file or the new one, never half of one."""
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(text)
+  os.replace(tmp, path)
+
+
+class WorkdirLock:
+  """An exclusive lock on a workdir (`.lock`, holding the holder's pid).
+
+  The operating system releases it when the holder exits, however it exits, so a
+  killed run never leaves a stale lock behind.
+  """
+
+  def __init__(self, workdir: Path):
+    self.path = workdir / ".lock"
+    self._fd = None
+
+  def __enter__(self):
+    import fcntl
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
+      os.close(fd)
+      raise ConfigError(f"The workdir '{self.path.parent}' is in use by a running "
+                        f"training (pid {holder}). Wait for it to end or stop it, or "
+                        "use another --workdir.") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    self._fd = fd
+    return self
+
+  def __exit__(self, *exc):
+    os.close(self._fd)  # releases the lock
+
+
+def data_fingerprint(ds: "Data") -> dict:
+  """What identifies the prepared data of a run: sizes and a hash of each split."""
+  import hashlib
+  out = {}
+  for name in ("train", "val", "test"):
+    split = getattr(ds, name)
+    if split is None:
+      continue
+    h = hashlib.sha256(np.ascontiguousarray(split.images).tobytes())
+    h.update(np.asarray(split.labels, np.int64).tobytes())
+    out[name] = {"images": len(split), "sha256": h.hexdigest()[:16]}
+  return out
+
+
+def _check_data(workdir: Path, fingerprint: dict) -> None:
+  """Refuses to resume a run on other data than it started on."""
+  path = workdir / "data.json"
+  if not path.exists():
+    return
+  try:
+    saved = json.loads(path.read_text())
+  except ValueError:
+    return  # unreadable: written again below
+  if saved != fingerprint:
+    sizes = lambda d: ", ".join(f"{k} {v['images']}" for k, v in d.items())
+    raise ConfigError(
+        f"The workdir '{workdir}' holds a run trained on other data ({sizes(saved)} "
+        f"images; now {sizes(fingerprint)}, or the same sizes with other images). "
+        "Resume it with the data it started on, or start a new run with another "
+        "--workdir.")
+
+
 def _is_better(value: float, best: float | None, monitor: str) -> bool:
   if best is None:
     return True
@@ -240,15 +323,28 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, data=None,
     The report dict (also written to workdir/report.json), or None if interrupted.
   """
   workdir = Path(workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise ConfigError(f"The workdir '{workdir}' is a file, not a folder; pass another "
+                      "--workdir.")
   workdir.mkdir(parents=True, exist_ok=True)
+  with WorkdirLock(workdir):
+    return _train_and_evaluate(config, workdir, data=data, data_dir=data_dir, mesh=mesh,
+                               stop_after_steps=stop_after_steps)
+
+
+def _train_and_evaluate(config: Config, workdir: Path, *, data, data_dir, mesh,
+                        stop_after_steps) -> dict | None:
   _check_config(workdir, config)
   mesh = mesh or make_mesh()
   check_batch_size(config.batch_size, mesh)
-  check_batch_size(EVAL_BATCH_SIZE, mesh)
-  if jax.process_index() == 0:
-    (workdir / "config.json").write_text(config.to_json())
-
   ds = prepare_data(config, data=data, data_dir=data_dir)
+  fingerprint = data_fingerprint(ds)
+  _check_data(workdir, fingerprint)
+  # Only a run that passed every check claims the workdir: the advice of a failed
+  # one ("lower --batch-size") can then be followed in the same workdir.
+  if jax.process_index() == 0:
+    write_atomic(workdir / "config.json", config.to_json())
+    write_atomic(workdir / "data.json", json.dumps(fingerprint, indent=2))
   spe = configs.steps_per_epoch(len(ds.train), config.batch_size)
   print(f"{config.variant}: {len(ds.train)} train / {len(ds.val)} validation images, "
         f"{spe} steps per epoch, {mesh.devices.size} device(s) "
@@ -273,7 +369,7 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, data=None,
   metrics_path = workdir / "metrics.jsonl"
   history = [m for m in report.read_metrics(metrics_path) if m["epoch"] <= extra["epoch"]]
   if jax.process_index() == 0:
-    metrics_path.write_text("".join(json.dumps(m) + "\n" for m in history))
+    write_atomic(metrics_path, "".join(json.dumps(m) + "\n" for m in history))
 
   steps = Steps(config, mesh)
   _, schedule = make_optimizer(config, spe)
@@ -305,7 +401,7 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, data=None,
             steps_this_call += 1
             if done_steps % progress.log_every == 0 or done_steps == spe:
               s = jax.device_get(sums)
-              _check_finite(s, epoch + 1, done_steps)
+              _check_finite(s, epoch + 1, done_steps, ckpt)
               rate = (done_steps - start) * config.batch_size / (time.perf_counter() - t0)
               progress.update(done_steps, done_steps - last_logged,
                               loss=f"{s['loss_sum'] / s['count']:.4f}",
@@ -321,7 +417,7 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, data=None,
           batches.close()
         train_seconds = time.perf_counter() - t0
         s = jax.device_get(sums)
-        _check_finite(s, epoch + 1, done_steps)
+        _check_finite(s, epoch + 1, done_steps, ckpt)
         if interrupted and done_steps < spe:
           extra.update(step_in_epoch=done_steps,
                        sums={k: v.item() for k, v in s.items()})
@@ -381,12 +477,14 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, data=None,
   return result
 
 
-def _check_finite(sums: dict, epoch: int, step: int) -> None:
+def _check_finite(sums: dict, epoch: int, step: int, ckpt) -> None:
   if not math.isfinite(float(sums["loss_sum"])):
+    kept = ("The last good checkpoint is kept (training resumes from it). "
+            if ckpt.latest_step() is not None else
+            "No checkpoint was saved yet, so nothing is kept. ")
     raise TrainingDiverged(
         f"The training loss became {float(sums['loss_sum'])} in epoch {epoch} by step "
-        f"{step}. The last good checkpoint is kept (training resumes from it). Lower the "
-        "learning rate (--lr) or check the input data.")
+        f"{step}. {kept}Lower the learning rate (--lr) or check the input data.")
 
 
 def write_report(config: Config, workdir: Path, *, steps: Steps, ckpt, template,
@@ -445,6 +543,10 @@ def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
       prog="python -m ferjax.train",
       description="Train a FER2013 expression classifier. Variants:\n" + variants,
+      epilog="Exit status: 0 the run finished (report written); 2 bad options, data "
+             f"or workdir (the message says which); {EXIT_INTERRUPTED} interrupted by "
+             "Ctrl-C or SIGTERM after saving a checkpoint (run the same command to "
+             "resume).",
       formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--variant", default="augmented", choices=list(configs.VARIANTS),
                  help="which model and recipe (default: augmented)")
@@ -481,8 +583,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
   for k in ("epochs", "batch_size", "train_limit", "patience"):
     if k in overrides and overrides[k] <= 0:
       raise ConfigError(f"--{k.replace('_', '-')} must be positive, got {overrides[k]}")
-  if "learning_rate" in overrides and not overrides["learning_rate"] > 0:
-    raise ConfigError(f"--lr must be positive, got {overrides['learning_rate']}")
+  if "learning_rate" in overrides and not (overrides["learning_rate"] > 0
+                                           and math.isfinite(overrides["learning_rate"])):
+    raise ConfigError(f"--lr must be a positive number, got {overrides['learning_rate']}")
+  if "seed" in overrides and not 0 <= overrides["seed"] < 2**31:
+    raise ConfigError(f"--seed must be between 0 and {2**31 - 1}, got {overrides['seed']}")
   return dataclasses.replace(config, **overrides)
 
 
@@ -492,7 +597,8 @@ def main(argv=None) -> None:
   distributed.maybe_initialize()
   config = config_from_args(args)
   workdir = args.workdir or os.path.join("runs", config.variant)
-  train_and_evaluate(config, workdir, data=args.data, data_dir=args.data_dir)
+  if train_and_evaluate(config, workdir, data=args.data, data_dir=args.data_dir) is None:
+    sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

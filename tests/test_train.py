@@ -187,7 +187,7 @@ def test_sigint_saves_a_checkpoint_and_the_run_resumes(tmp_path, toy_zip, tfds_d
       proc.send_signal(signal.SIGINT)
       break
   rest = proc.communicate(timeout=120)[1]
-  assert proc.returncode == 0, "".join(lines) + rest
+  assert proc.returncode == train.EXIT_INTERRUPTED, "".join(lines) + rest
   assert "Checkpoint saved" in rest and "Traceback" not in rest
   ckpt = checkpointing.Checkpoints(workdir)
   step = ckpt.latest_step()
