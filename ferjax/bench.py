@@ -180,6 +180,62 @@ def run(config: configs.Config, *, steps: int, repeats: int, warmup: int = 1,
   }
 
 
+def run_predict(*, weights=None, repeats: int = 20) -> dict:
+  """Inference as users run it: classifier crops/s (batched, no TTA, float32), face
+  detection and end-to-end latency of one 640x480 photo with one face, and frames/s
+  over decoded 640x480 video frames; all after warm-up, medians over `repeats`."""
+  import io
+
+  from PIL import Image
+
+  from ferjax import inference, loadtest
+  from ferjax.predictor import Predictor
+  clf = inference.Classifier.load(weights or inference.pretrained_path())
+  predictor = Predictor(clf)
+  clf.warm_up()
+  crops = np.random.default_rng(0).integers(0, 256, (256, 48, 48), np.uint8)
+  times = []
+  for _ in range(max(3, repeats // 4)):
+    t0 = time.perf_counter()
+    clf.classify(crops)
+    times.append(time.perf_counter() - t0)
+  crops_per_s = len(crops) / statistics.median(times)
+  photo = loadtest.sample_photo()
+  rgb = np.asarray(Image.open(io.BytesIO(photo)).convert("RGB"))
+  timed = lambda f: statistics.median(_timeit(f, repeats))
+  assert len(predictor.predict(photo)) == 1  # warm-up, and the photo has its face
+  detect_s = timed(lambda: predictor.detector.detect(rgb))
+  end_to_end_s = timed(lambda: predictor.predict(photo))
+  frame_s = timed(lambda: predictor.predict(rgb))
+  return {"model": clf.info.model, "input_size": clf.info.input_size,
+          "classifier_crops_per_second": round(crops_per_s, 1),
+          "detect_ms_640x480": round(1000 * detect_s, 1),
+          "photo_end_to_end_ms_640x480": round(1000 * end_to_end_s, 1),
+          "video_frames_per_second_640x480": round(1 / frame_s, 1),
+          "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cpus",
+          "cpu": _cpu_name()}
+
+
+def _timeit(f, n: int) -> list[float]:
+  out = []
+  for _ in range(n):
+    t0 = time.perf_counter()
+    f()
+    out.append(time.perf_counter() - t0)
+  return out
+
+
+def _cpu_name() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor()
+
+
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(prog="python -m ferjax.bench", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -203,8 +259,17 @@ def main(argv=None) -> None:
                  "size under which a layer's whole batch is one chunk (default "
                  f"{models.WINOGRAD_BYTES / 2**20:g},{models.WINOGRAD_GRAD_BYTES / 2**20:g},"
                  f"{models.WINOGRAD_WHOLE_BYTES / 2**20:g}), for tuning")
+  p.add_argument("--predict", action="store_true",
+                 help="benchmark inference instead: classifier crops/s, detection and "
+                 "end-to-end latency of a 640x480 photo, video frames/s (the shipped "
+                 "model, or --weights)")
+  p.add_argument("--weights", help="with --predict: a weights file to benchmark")
   p.add_argument("--json", action="store_true", help="print one JSON object")
   args = p.parse_args(argv)
+  if args.predict:
+    out = run_predict(weights=args.weights, repeats=max(args.repeats, 20))
+    print(json.dumps(out, indent=None if args.json else 2))
+    return
   if min(args.steps, args.repeats) < 1 or args.warmup < 0:
     p.error("--steps and --repeats must be at least 1, --warmup at least 0")
   if args.winograd_mb:
