@@ -12,10 +12,10 @@ computing the same function:
   fast    XLA's forward conv; backward entirely as matmuls on recomputed patches:
           kernel gradient patches^T @ grad, input gradient (grad @ kernel^T) folded
           back onto the image by the transpose of the patch extraction (custom_vjp).
-  chunked ferjax.models.chunked_conv: a few images at a time, input @ all 9 taps of
+  chunked ferjax.ops.chunked_conv: a few images at a time, input @ all 9 taps of
           the kernel then a shifted sum (forward and input gradient), transposed
           patches @ grad (kernel gradient), float32 accumulation.
-  winograd ferjax.models.winograd_conv: Winograd F(2x2, 3x3) (2.25x fewer
+  winograd ferjax.ops.winograd_conv: Winograd F(2x2, 3x3) (2.25x fewer
           multiplications) for the forward pass and both gradients.
 Reports GFLOP/s (forward = 2*B*H*W*9*Cin*Cout, forward+backward = 3x that) and checks
 that every variant's gradients match XLA's. --dtype bfloat16 runs all of them in
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ferjax import models
+from ferjax import ops
 
 DN = ("NHWC", "HWIO", "NHWC")
 LAYERS = [(48, 1, 64), (48, 64, 64), (24, 64, 128), (24, 128, 128), (12, 128, 256),
@@ -90,8 +90,8 @@ def _fast_bwd(res, g):
 conv_fast.defvjp(_hybrid_fwd, _fast_bwd)
 VARIANTS = {"xla": conv_xla, "im2col": conv_im2col, "hybrid": conv_hybrid,
             "fast": conv_fast,
-            "chunked": lambda x, k: models.chunked_conv(x, k, (1, 1), "SAME"),
-            "winograd": lambda x, k: models.winograd_conv(x, k, (1, 1), "SAME")}
+            "chunked": lambda x, k: ops.chunked_conv(x, k, (1, 1), "SAME"),
+            "winograd": lambda x, k: ops.winograd_conv(x, k, (1, 1), "SAME")}
 
 
 def best_time(f, *args, repeats=3):

@@ -7,7 +7,7 @@ forward pass (train=False) with conv_impl "xla", "im2col", "chunked", "winograd"
 "auto" (best of 3 timed runs after compilation) over the whole batch at once, and
 "auto/n": in passes of n images, as `ferjax.inference.predict_step` runs it on a CPU (with
 n = inference.CPU_EVAL_CHUNK). The same parameters serve every implementation; this is
-what `models.auto_conv_impl` and CPU_EVAL_CHUNK were chosen from.
+what `ops.auto_conv_impl` and CPU_EVAL_CHUNK were chosen from.
 """
 
 import argparse

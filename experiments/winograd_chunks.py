@@ -1,4 +1,4 @@
-"""How many images per chunk suit `ferjax.models.winograd_conv` on this CPU.
+"""How many images per chunk suit `ferjax.ops.winograd_conv` on this CPU.
 
     python experiments/winograd_chunks.py [--batch-size 128]
 
@@ -6,9 +6,9 @@ For each convolution of the augmented network (VGG 64-128-256-512 on 48x48, the 
 layer aside), GFLOP/s (direct-convolution FLOPs, so "effective" for Winograd) of the
 Winograd forward pass and of its kernel gradient, with 2x2 (F2) and 4x4 (F4) output
 tiles, for several chunk budgets (MB of transformed input tiles per chunk:
-models.WINOGRAD_BYTES for the forward pass and the input gradient,
-models.WINOGRAD_GRAD_BYTES for the kernel gradient), with XLA's forward convolution and
-the chunked kernel gradient (`models._kernel_grad`) for reference.
+ops.WINOGRAD_BYTES for the forward pass and the input gradient,
+ops.WINOGRAD_GRAD_BYTES for the kernel gradient), with XLA's forward convolution and
+the chunked kernel gradient (`ops._kernel_grad`) for reference.
 """
 
 import argparse
@@ -16,7 +16,7 @@ import argparse
 import jax
 from conv_backward import LAYERS, best_time, conv_xla  # this folder's per-layer script
 
-from ferjax import models
+from ferjax import ops
 
 BUDGETS_MB = (2, 5, 10, 20)
 PAD = ((1, 1), (1, 1))
@@ -35,13 +35,13 @@ def main():
     flops = 2 * b * h * h * 9 * ci * co
     rate = lambda f, *a, flops=flops: f"{flops / best_time(jax.jit(f), *a) / 1e9:5.0f}"
     fwd = [f"xla {rate(conv_xla, x, k)}"]
-    grad = [f"chunked {rate(lambda x, g, k=k: models._kernel_grad(x, g, k, PAD), x, g)}"]
+    grad = [f"chunked {rate(lambda x, g, k=k: ops._kernel_grad(x, g, k, PAD), x, g)}"]
     for m in (2, 4):
       for mb in BUDGETS_MB:
-        models.WINOGRAD_BYTES = models.WINOGRAD_GRAD_BYTES = mb * 2**20
+        ops.WINOGRAD_BYTES = ops.WINOGRAD_GRAD_BYTES = mb * 2**20
         # A fresh function per budget: the budget is read when the function is traced.
-        fwd.append(f"F{m} {mb}MB {rate(lambda x, k, m=m: models._winograd_forward(x, k, PAD, m), x, k)}")
-        grad.append(f"F{m} {mb}MB {rate(lambda x, g, k=k, m=m: models._winograd_kernel_grad(x, g, k, PAD, m), x, g)}")
+        fwd.append(f"F{m} {mb}MB {rate(lambda x, k, m=m: ops._winograd_forward(x, k, PAD, m), x, k)}")
+        grad.append(f"F{m} {mb}MB {rate(lambda x, g, k=k, m=m: ops._winograd_kernel_grad(x, g, k, PAD, m), x, g)}")
     print(f"{h:2d}x{h:<2d} {ci:3d}->{co:3d} forward:  " + " | ".join(fwd))
     print(f"{'':14s} kernel gradient: " + " | ".join(grad), flush=True)
 

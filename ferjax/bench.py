@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ferjax import configs, input_pipeline, malloc, models, train
+from ferjax import configs, input_pipeline, malloc, ops, train
 from ferjax import state as state_lib
 from ferjax.augment import NO_AUGMENT
 from ferjax.errors import run_cli
@@ -164,8 +164,8 @@ def run(config: configs.Config, *, steps: int, repeats: int, warmup: int = 1,
       "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cpus",
       "jax": jax.__version__,
       "allocator": malloc.current(),
-      "winograd_mb": [models.WINOGRAD_BYTES / 2**20, models.WINOGRAD_GRAD_BYTES / 2**20,
-                      models.WINOGRAD_WHOLE_BYTES / 2**20],
+      "winograd_mb": [ops.WINOGRAD_BYTES / 2**20, ops.WINOGRAD_GRAD_BYTES / 2**20,
+                      ops.WINOGRAD_WHOLE_BYTES / 2**20],
       "train_images_per_second": _spread(rates),
       "eval_images_per_second": _spread(eval_rates["eval"]),
       "eval_tta_images_per_second": _spread(eval_rates["eval_tta"]),
@@ -257,8 +257,8 @@ def main(argv=None) -> None:
   p.add_argument("--winograd-mb", metavar="FORWARD,GRAD[,WHOLE]",
                  help="chunk budgets of the CPU's Winograd convolutions in MB, and the "
                  "size under which a layer's whole batch is one chunk (default "
-                 f"{models.WINOGRAD_BYTES / 2**20:g},{models.WINOGRAD_GRAD_BYTES / 2**20:g},"
-                 f"{models.WINOGRAD_WHOLE_BYTES / 2**20:g}), for tuning")
+                 f"{ops.WINOGRAD_BYTES / 2**20:g},{ops.WINOGRAD_GRAD_BYTES / 2**20:g},"
+                 f"{ops.WINOGRAD_WHOLE_BYTES / 2**20:g}), for tuning")
   p.add_argument("--predict", action="store_true",
                  help="benchmark inference instead: classifier crops/s, detection and "
                  "end-to-end latency of a 640x480 photo, video frames/s (the shipped "
@@ -282,7 +282,7 @@ def main(argv=None) -> None:
               "e.g. 10,5 or 10,5,80")
     names = ("WINOGRAD_BYTES", "WINOGRAD_GRAD_BYTES", "WINOGRAD_WHOLE_BYTES")
     for name, mb in zip(names, sizes):
-      setattr(models, name, int(mb * 2**20))
+      setattr(ops, name, int(mb * 2**20))
   config = configs.get_config(args.variant)
   overrides = {k: v for k, v in (("batch_size", args.batch_size), ("dtype", args.dtype),
                                  ("model", args.model)) if v is not None}

@@ -190,11 +190,20 @@ def _run_video(path, predictor, out, args, detect, annotate_dir) -> int:
   return 1
 
 
+def sample_photo_path() -> str:
+  """scikit-image's astronaut.png (installed with ferjax's detector dependencies)."""
+  import skimage
+  return str(Path(skimage.__file__).parent / "data" / "astronaut.png")
+
+
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(prog="python -m ferjax.predict", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("paths", nargs="+", metavar="PATH",
+  p.add_argument("paths", nargs="*", metavar="PATH",
                  help="images, folders (searched recursively) or videos")
+  p.add_argument("--sample", action="store_true",
+                 help="also predict on a sample photo that comes installed: scikit-"
+                 "image's astronaut (NASA, public domain)")
   model = p.add_mutually_exclusive_group()
   model.add_argument("--workdir", help="use a training run's best checkpoint")
   model.add_argument("--weights", help="use a weights file from `ferjax.export`")
@@ -211,6 +220,10 @@ def main(argv=None) -> None:
   rate.add_argument("--every", type=int, metavar="N", help="videos: every N-th frame")
   rate.add_argument("--fps", type=float, help="videos: this many frames per second")
   args = p.parse_args(argv)
+  if args.sample:
+    args.paths.append(sample_photo_path())
+  if not args.paths:
+    p.error("give at least one PATH (or --sample)")
   if (args.every is not None and args.every < 1) or (args.fps is not None
                                                       and not args.fps > 0):
     p.error("--every must be at least 1 and --fps positive")

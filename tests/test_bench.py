@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ferjax import bench, models
+from ferjax import bench, ops
 
 
 def test_bench_json_reports_every_figure(capsys):
@@ -21,24 +21,24 @@ def test_bench_json_reports_every_figure(capsys):
   assert out["allocator"] in ("libc", "tcmalloc", "jemalloc", "mimalloc", "unknown")
   assert out["variant"] == "tiny" and out["batch_size"] == 32
   assert out["dtype"] == "float32" and out["eval_dtype"] == "bfloat16"
-  assert out["winograd_mb"] == [models.WINOGRAD_BYTES / 2**20,
-                                models.WINOGRAD_GRAD_BYTES / 2**20,
-                                models.WINOGRAD_WHOLE_BYTES / 2**20]
+  assert out["winograd_mb"] == [ops.WINOGRAD_BYTES / 2**20,
+                                ops.WINOGRAD_GRAD_BYTES / 2**20,
+                                ops.WINOGRAD_WHOLE_BYTES / 2**20]
 
 
 def test_winograd_budgets_are_set_and_reported(capsys, monkeypatch):
   names = ("WINOGRAD_BYTES", "WINOGRAD_GRAD_BYTES", "WINOGRAD_WHOLE_BYTES")
   for name in names:  # restored after the test
-    monkeypatch.setattr(models, name, getattr(models, name))
-  whole = models.WINOGRAD_WHOLE_BYTES / 2**20
+    monkeypatch.setattr(ops, name, getattr(ops, name))
+  whole = ops.WINOGRAD_WHOLE_BYTES / 2**20
   bench.main(["--variant", "tiny", "--steps", "1", "--repeats", "1", "--json",
               "--winograd-mb", "2.5,1"])
   assert json.loads(capsys.readouterr().out)["winograd_mb"] == [2.5, 1.0, whole]
-  assert models.WINOGRAD_BYTES == int(2.5 * 2**20)
+  assert ops.WINOGRAD_BYTES == int(2.5 * 2**20)
   bench.main(["--variant", "tiny", "--steps", "1", "--repeats", "1", "--json",
               "--winograd-mb", "10,5,0"])
   assert json.loads(capsys.readouterr().out)["winograd_mb"] == [10.0, 5.0, 0.0]
-  assert models.WINOGRAD_WHOLE_BYTES == 0
+  assert ops.WINOGRAD_WHOLE_BYTES == 0
 
 
 @pytest.mark.parametrize("value", ["10", "10,x", "10,5,80,1", "10,-5"])

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ferjax import models
+from ferjax import models, ops
 
 
 @pytest.mark.parametrize("name", sorted(models.MODELS))
@@ -55,7 +55,7 @@ def _assert_conv_equals_lax(conv, batch, cin, cout, padding, *, value_atol, grad
 @pytest.mark.parametrize("cin,cout,padding", [(1, 8, "SAME"), (5, 7, ((1, 1), (1, 1))),
                                               (4, 6, "VALID")])
 def test_im2col_conv_equals_lax_conv_and_its_gradients(cin, cout, padding):
-  _assert_conv_equals_lax(models.im2col_conv, 3, cin, cout, padding, value_atol=1e-5,
+  _assert_conv_equals_lax(ops.im2col_conv, 3, cin, cout, padding, value_atol=1e-5,
                           grad_atol=1e-4)
 
 
@@ -67,12 +67,12 @@ def test_cpu_conv_equals_lax_conv_and_its_gradients(monkeypatch, impl, batch, ci
                                                     padding):
   # Tiny cache budgets, so the batch is split into several chunks. The 10x9 input
   # gives Winograd odd output sizes (a cropped tile row or column).
-  monkeypatch.setattr(models, "CHUNK_BYTES", 10 * 9 * 9 * cin * 4)
-  monkeypatch.setattr(models, "TAPS_BYTES", 12 * 11 * 9 * cout * 4)
-  monkeypatch.setattr(models, "WINOGRAD_BYTES", 16 * 6 * 5 * cin * 4)
-  monkeypatch.setattr(models, "WINOGRAD_GRAD_BYTES", 16 * 6 * 5 * cin * 4)
-  monkeypatch.setattr(models, "WINOGRAD_WHOLE_BYTES", 0)
-  _assert_conv_equals_lax(models.CONV_IMPLS[impl], batch, cin, cout, padding,
+  monkeypatch.setattr(ops, "CHUNK_BYTES", 10 * 9 * 9 * cin * 4)
+  monkeypatch.setattr(ops, "TAPS_BYTES", 12 * 11 * 9 * cout * 4)
+  monkeypatch.setattr(ops, "WINOGRAD_BYTES", 16 * 6 * 5 * cin * 4)
+  monkeypatch.setattr(ops, "WINOGRAD_GRAD_BYTES", 16 * 6 * 5 * cin * 4)
+  monkeypatch.setattr(ops, "WINOGRAD_WHOLE_BYTES", 0)
+  _assert_conv_equals_lax(ops.CONV_IMPLS[impl], batch, cin, cout, padding,
                           value_atol=1e-4, grad_atol=1e-3)
 
 
@@ -82,27 +82,27 @@ def test_cpu_conv_equals_lax_conv_and_its_gradients(monkeypatch, impl, batch, ci
 def test_winograd_tile_sizes_give_lax_values_and_kernel_gradient(monkeypatch, m, size,
                                                                  padding):
   from jax import lax
-  monkeypatch.setattr(models, "WINOGRAD_BYTES", 1)  # one image a chunk
-  monkeypatch.setattr(models, "WINOGRAD_GRAD_BYTES", 1)
-  monkeypatch.setattr(models, "WINOGRAD_WHOLE_BYTES", 0)
+  monkeypatch.setattr(ops, "WINOGRAD_BYTES", 1)  # one image a chunk
+  monkeypatch.setattr(ops, "WINOGRAD_GRAD_BYTES", 1)
+  monkeypatch.setattr(ops, "WINOGRAD_WHOLE_BYTES", 0)
   x = jax.random.normal(jax.random.key(0), (3, *size, 16))
   k = jax.random.normal(jax.random.key(1), (3, 3, 16, 8))
   ref = lambda x, k: lax.conv_general_dilated(x, k, (1, 1), padding,
                                               dimension_numbers=("NHWC", "HWIO", "NHWC"))
   y = ref(x, k)
-  np.testing.assert_allclose(models._winograd_forward(x, k, padding, m), y, rtol=1e-5,
+  np.testing.assert_allclose(ops._winograd_forward(x, k, padding, m), y, rtol=1e-5,
                              atol=1e-4)
   g = jnp.cos(y)
   _, vjp = jax.vjp(lambda k: ref(x, k), k)
-  np.testing.assert_allclose(models._winograd_kernel_grad(x, g, k, padding, m), vjp(g)[0],
+  np.testing.assert_allclose(ops._winograd_kernel_grad(x, g, k, padding, m), vjp(g)[0],
                              rtol=1e-4, atol=1e-3)
 
 
 def test_winograd_runs_a_small_layer_as_one_chunk(monkeypatch):
-  monkeypatch.setattr(models, "WINOGRAD_WHOLE_BYTES", 64 * 100)
-  assert models._winograd_images_per_chunk(64, 100, 1000) == 64  # the whole batch fits
-  assert models._winograd_images_per_chunk(64, 101, 1000) == 8  # chunks within 1000 B
-  assert models._winograd_images_per_chunk(66, 101, 350) == 3  # a divisor of the batch
+  monkeypatch.setattr(ops, "WINOGRAD_WHOLE_BYTES", 64 * 100)
+  assert ops._winograd_images_per_chunk(64, 100, 1000) == 64  # the whole batch fits
+  assert ops._winograd_images_per_chunk(64, 101, 1000) == 8  # chunks within 1000 B
+  assert ops._winograd_images_per_chunk(66, 101, 350) == 3  # a divisor of the batch
 
 
 def _bfloat16_case(conv):
@@ -120,13 +120,13 @@ def _bfloat16_case(conv):
 
 
 def test_chunked_conv_in_bfloat16_accumulates_in_float32():
-  got, ref = _bfloat16_case(models.chunked_conv)
+  got, ref = _bfloat16_case(ops.chunked_conv)
   # Only the final rounding to bfloat16 (8 bits of mantissa) separates them.
   np.testing.assert_allclose(got, ref, rtol=2**-7, atol=1e-2)
 
 
 def test_winograd_conv_in_bfloat16_is_within_bfloat16_rounding():
-  got, ref = _bfloat16_case(models.winograd_conv)
+  got, ref = _bfloat16_case(ops.winograd_conv)
   # The transformed tiles and kernel are rounded to bfloat16 as well as the output
   # (8 bits of mantissa): about one unit of bfloat16 rounding on average (measured
   # 1.1), a few at most.
@@ -139,10 +139,10 @@ def test_max_pool_2x2_equals_flax_max_pool_and_its_gradient():
   from flax import linen as nn
   x = jax.random.normal(jax.random.key(0), (2, 7, 6, 3))  # odd height: VALID drops a row
   ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
-  np.testing.assert_array_equal(models.max_pool_2x2(x), ref(x))
+  np.testing.assert_array_equal(ops.max_pool_2x2(x), ref(x))
   loss = lambda f: lambda x: jnp.sum(jnp.sin(f(x)))
   # Random floats have no ties, so both gradients go to the same elements.
-  np.testing.assert_allclose(jax.grad(loss(models.max_pool_2x2))(x), jax.grad(loss(ref))(x),
+  np.testing.assert_allclose(jax.grad(loss(ops.max_pool_2x2))(x), jax.grad(loss(ref))(x),
                              rtol=1e-6)
 
 
@@ -182,7 +182,7 @@ def test_conv_impls_share_parameters_outputs_and_gradients(impl):
 
 
 def test_auto_conv_impl_on_this_backend():
-  pick = lambda **kw: models.auto_conv_impl(**{"train": True, "dtype": jnp.float32,
+  pick = lambda **kw: ops.auto_conv_impl(**{"train": True, "dtype": jnp.float32,
                                                 "pixels": 48 * 48, "cin": 64, **kw})
   if jax.default_backend() != "cpu":
     assert pick() == "xla" and pick(train=False) == "xla"
