@@ -11,7 +11,10 @@ one JSON object per split: both accuracies and how many predictions differ.
 import argparse
 import json
 
-from ferjax import evaluate, train
+from pathlib import Path
+
+from ferjax import evaluate
+from ferjax.configs import Config
 
 
 def main():
@@ -22,15 +25,17 @@ def main():
   p.add_argument("--data-dir")
   p.add_argument("--splits", default="validation,test")
   args = p.parse_args()
-  runs = {dtype: evaluate.load_run(args.workdir, dtype=dtype)
+  runs = {dtype: evaluate.load_classifier(workdir=args.workdir, dtype=dtype)
           for dtype in ("float32", "bfloat16")}
-  config = runs["float32"][0]
+  config = Config.from_dict(json.loads((Path(args.workdir) / "config.json").read_text()))
   for split in args.splits.split(","):
-    data = evaluate.load_split(config, split, data=args.data, data_dir=args.data_dir)
+    data = evaluate.load_split(split, num_classes=config.num_classes, data=args.data,
+                               data_dir=args.data_dir, val_fraction=config.val_fraction,
+                               val_seed=config.val_seed, train_limit=config.train_limit)
     out = {"workdir": args.workdir, "split": split, "n": len(data)}
     for tta in (False, True):
-      preds = {dtype: train.predict_split(steps, state, data, tta=tta).argmax(-1)
-               for dtype, (_, steps, state) in runs.items()}
+      preds = {dtype: clf.classify(data.images, tta=tta).argmax(-1)
+               for dtype, clf in runs.items()}
       key = "tta_" if tta else ""
       for dtype, pr in preds.items():
         out[f"{key}accuracy_{dtype}"] = float((pr == data.labels).mean())
