@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+import math
+import typing
+from collections.abc import Callable, Sequence
 
 from ferjax.augment import NO_AUGMENT, AugmentConfig
+from ferjax.errors import ConfigError
 
 # Compute dtypes (bfloat16: mixed precision, float32 parameters).
 DTYPES = ("float32", "bfloat16")
+# The allowed values of the config's string fields.
+CHOICES = {"optimizer": ("adam", "adamw", "sgd"), "schedule": ("constant", "cosine"),
+           "monitor": ("val_loss", "val_accuracy"), "dtype": DTYPES}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,17 +51,95 @@ class Config:
   # each augmented image, evaluation the centre crop and TTA the ten-crop views.
   input_size: int = 48
 
+  def __post_init__(self):
+    for name, allowed in CHOICES.items():
+      if getattr(self, name) not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got "
+                          f"'{getattr(self, name)}'")
+    if self.num_classes not in (6, 7):
+      raise ConfigError(f"num_classes must be 6 or 7; got {self.num_classes}")
+    positive = {"epochs": self.epochs, "batch_size": self.batch_size,
+                "patience": self.patience, "learning_rate": self.learning_rate}
+    for name, value in positive.items():
+      if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"{name} must be positive; got {value}")
+    if not 16 <= self.input_size <= 48:
+      raise ConfigError(f"input_size must be 16 to 48 (a crop of the 48x48 image); got "
+                        f"{self.input_size}")
+    if not 0 < self.val_fraction < 1:
+      raise ConfigError(f"val_fraction must be between 0 and 1; got {self.val_fraction}")
+    for name in ("weight_decay", "label_smoothing", "warmup_epochs"):
+      if not getattr(self, name) >= 0:
+        raise ConfigError(f"{name} must be at least 0; got {getattr(self, name)}")
+
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
   @classmethod
   def from_dict(cls, d: dict) -> "Config":
+    """A Config from its JSON form; unknown keys are refused, missing ones default."""
     d = dict(d)
     aug = dict(d.pop("augment", {}))
     if "erase_area" in aug:
       aug["erase_area"] = tuple(aug["erase_area"])
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(augment=AugmentConfig(**aug), **{k: v for k, v in d.items() if k in known})
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)}) + sorted(
+        f"augment.{k}" for k in set(aug) - {f.name for f in
+                                            dataclasses.fields(AugmentConfig)})
+    if unknown:
+      raise ConfigError(f"unknown config keys: {', '.join(unknown)} (known: "
+                        f"{', '.join(sorted(field_types()))})")
+    return cls(augment=AugmentConfig(**aug), **d)
+
+
+def field_types() -> dict[str, type]:
+  """Every settable field ('augment.x' for augmentation) and its type."""
+  hints = typing.get_type_hints(Config)
+  out = {f.name: hints[f.name] for f in dataclasses.fields(Config) if f.name != "augment"}
+  aug = typing.get_type_hints(AugmentConfig)
+  out.update({f"augment.{f.name}": aug[f.name]
+              for f in dataclasses.fields(AugmentConfig)})
+  return out
+
+
+def _parse(text: str, kind) -> object:
+  origin = typing.get_origin(kind)
+  args = [a for a in typing.get_args(kind) if a is not type(None)]
+  if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if text.lower() in ("none", "null", ""):
+      return None
+    return _parse(text, args[0])
+  if origin is tuple:
+    return tuple(_parse(v, args[0]) for v in text.split(","))
+  if kind is bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+      return True
+    if text.lower() in ("0", "false", "no", "off"):
+      return False
+    raise ValueError(f"'{text}' is not true or false")
+  return kind(text)
+
+
+def with_overrides(config: Config, assignments: Sequence[str]) -> Config:
+  """`config` with each 'key=value' applied ('augment.max_rotation=15'), checked."""
+  types = field_types()
+  top, aug = {}, {}
+  for item in assignments:
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or key not in types:
+      raise ConfigError(f"--set {item}: expected KEY=VALUE with KEY one of "
+                        f"{', '.join(sorted(types))}")
+    try:
+      parsed = _parse(value.strip(), types[key])
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f"--set {item}: {e}") from None
+    if key.startswith("augment."):
+      aug[key.split(".", 1)[1]] = parsed
+    else:
+      top[key] = parsed
+  if aug:
+    top["augment"] = dataclasses.replace(config.augment, **aug)
+  return dataclasses.replace(config, **top)
 
 
 def steps_per_epoch(num_train: int, batch_size: int) -> int:

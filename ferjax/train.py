@@ -570,6 +570,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--dtype", choices=configs.DTYPES,
                  help="compute dtype; bfloat16: mixed precision (float32 parameters), "
                  "faster on GPUs, TPUs and CPUs with bfloat16 matmul units (AMX)")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="set any config field, e.g. --set weight_decay=1e-4 --set "
+                 "augment.max_rotation=15 (repeatable; fields: "
+                 + ", ".join(sorted(configs.field_types())) + ")")
   return p
 
 
@@ -588,7 +592,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     raise ConfigError(f"--lr must be a positive number, got {overrides['learning_rate']}")
   if "seed" in overrides and not 0 <= overrides["seed"] < 2**31:
     raise ConfigError(f"--seed must be between 0 and {2**31 - 1}, got {overrides['seed']}")
-  return dataclasses.replace(config, **overrides)
+  return configs.with_overrides(dataclasses.replace(config, **overrides), args.set)
 
 
 def main(argv=None) -> None:

@@ -1,0 +1,63 @@
+"""ferjax.configs: every variant round-trips; --set reaches every field; bad values and
+unknown keys are refused when the config is built."""
+
+import dataclasses
+import json
+
+import pytest
+
+from ferjax import configs, train
+from ferjax.errors import ConfigError
+
+
+@pytest.mark.parametrize("variant", list(configs.VARIANTS))
+def test_every_variant_round_trips_through_json(variant):
+  config = configs.get_config(variant)
+  assert configs.Config.from_dict(json.loads(config.to_json())) == config
+
+
+def test_set_reaches_top_level_and_augment_fields():
+  args = train.build_parser().parse_args(
+      ["--variant", "augmented", "--set", "weight_decay=1e-4",
+       "--set", "augment.max_rotation=15", "--set", "augment.erase_area=0.1,0.3",
+       "--set", "early_stopping=false", "--set", "input_size=44", "--epochs", "7"])
+  c = train.config_from_args(args)
+  assert (c.weight_decay, c.augment.max_rotation, c.augment.erase_area) == (
+      1e-4, 15.0, (0.1, 0.3))
+  assert c.early_stopping is False and c.input_size == 44 and c.epochs == 7
+  assert c.augment.flip  # untouched fields keep the variant's values
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("monitor=val_acc", "monitor must be one of val_loss, val_accuracy"),
+    ("optimizer=rmsprop", "optimizer must be one of adam, adamw, sgd"),
+    ("schedule=step", "schedule must be one of constant, cosine"),
+    ("input_size=64", "input_size must be 16 to 48"),
+    ("learning_rate=-1", "learning_rate must be positive"),
+    ("val_fraction=1.5", "val_fraction must be between 0 and 1"),
+    ("epochs=ten", "invalid literal"),
+    ("early_stopping=maybe", "is not true or false"),
+    ("no_such_field=1", "expected KEY=VALUE with KEY one of"),
+    ("weight_decay", "expected KEY=VALUE"),
+])
+def test_bad_values_are_refused_when_the_config_is_built(assignment, message):
+  with pytest.raises(ConfigError, match=message):
+    configs.with_overrides(configs.get_config("augmented"), [assignment])
+
+
+def test_unknown_keys_in_a_saved_config_are_refused():
+  d = json.loads(configs.get_config("tiny").to_json())
+  with pytest.raises(ConfigError, match="unknown config keys: colour"):
+    configs.Config.from_dict({**d, "colour": "blue"})
+  d["augment"]["sharpness"] = 1
+  with pytest.raises(ConfigError, match="augment.sharpness"):
+    configs.Config.from_dict(d)
+  # A config written before a field existed still loads, with the default.
+  d = json.loads(configs.get_config("tiny").to_json())
+  del d["input_size"]
+  assert configs.Config.from_dict(d).input_size == 48
+
+
+def test_steps_per_epoch_drops_the_remainder():
+  assert configs.steps_per_epoch(1000, 128) == 7
+  assert dataclasses.replace(configs.get_config("tiny"), epochs=1).epochs == 1
