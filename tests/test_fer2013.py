@@ -221,3 +221,27 @@ def test_form_detection():
   assert sources.form_of(sources.Path("a.zip")) == "folders"
   with pytest.raises(DataError, match="neither a .zip, a .csv"):
     sources.form_of(sources.Path("a.tar.gz"))
+
+
+def test_builder_on_its_dummy_data(tmp_path):
+  """The TFDS builder prepares its shipped dummy_data and reads it without TensorFlow:
+  splits, sizes, features and labels as the folders say."""
+  import sys
+  from pathlib import Path
+
+  import ferjax.datasets.fer2013 as pkg
+  dummy = Path(pkg.__file__).parent / "dummy_data"
+  builder = builder_for(dummy, data_dir=tmp_path)
+  builder.download_and_prepare()
+  info = builder.info
+  assert set(info.splits) == {"train", "test"}
+  assert info.splits["train"].num_examples == 14 and info.splits["test"].num_examples == 7
+  assert info.features["label"].names == list(CLASSES_7)
+  assert info.features["image"].shape == (48, 48, 1)
+  assert "goodfellow2013challenges" in info.citation
+  source = builder.as_data_source(split="train")
+  labels = sorted(int(source[i]["label"]) for i in range(len(source)))
+  assert labels == sorted(list(range(7)) * 2)
+  assert source[0]["image"].shape == (48, 48, 1)
+  assert "tensorflow" not in sys.modules
+  assert (dummy.parent / "README.md").is_file() and (dummy.parent / "CITATIONS.bib").is_file()
