@@ -71,6 +71,10 @@ class Config:
     for name in ("weight_decay", "label_smoothing", "warmup_epochs"):
       if not getattr(self, name) >= 0:
         raise ConfigError(f"{name} must be at least 0; got {getattr(self, name)}")
+    from ferjax.models import MODELS
+    if self.model not in MODELS:
+      raise ConfigError(f"model must be one of {', '.join(MODELS)}; got '{self.model}'")
+    _check_augment(self.augment)
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -89,6 +93,18 @@ class Config:
       raise ConfigError(f"unknown config keys: {', '.join(unknown)} (known: "
                         f"{', '.join(sorted(field_types()))})")
     return cls(augment=AugmentConfig(**aug), **d)
+
+
+def _check_augment(a: AugmentConfig) -> None:
+  for name in ("max_rotation", "max_scale", "max_translate", "brightness", "contrast"):
+    if not getattr(a, name) >= 0:
+      raise ConfigError(f"augment.{name} must be at least 0; got {getattr(a, name)}")
+  if not 0 <= a.erase_prob <= 1:
+    raise ConfigError(f"augment.erase_prob must be between 0 and 1; got {a.erase_prob}")
+  area = tuple(a.erase_area)
+  if len(area) != 2 or not 0 < area[0] <= area[1] <= 1:
+    raise ConfigError("augment.erase_area must be two fractions MIN,MAX with "
+                      f"0 < MIN <= MAX <= 1; got {a.erase_area}")
 
 
 def field_types() -> dict[str, type]:

@@ -55,14 +55,9 @@ def load_split(split: str, *, num_classes: int, data=None, data_dir=None,
                                        data_dir=data_dir)[split]
   full = input_pipeline.load_fer2013(data, splits=("train",), num_classes=num_classes,
                                      data_dir=data_dir)["train"]
-  train_idx, val_idx = input_pipeline.split_validation(full.labels, fraction=val_fraction,
-                                                       seed=val_seed)
-  if split == "validation":
-    return full.take(val_idx)
-  part = full.take(train_idx)
-  if train_limit:
-    part = part.take(input_pipeline.stratified_limit(part.labels, train_limit))
-  return part
+  train, val = input_pipeline.cut_validation(full, fraction=val_fraction, seed=val_seed,
+                                             train_limit=train_limit)
+  return val if split == "validation" else train
 
 
 def evaluate(*, workdir=None, weights=None, pretrained: bool = False, data=None,

@@ -24,7 +24,7 @@ def export(workdir: str | Path, out: str | Path) -> Path:
   info, params, batch_stats = inference.restore_run(workdir)
   config = Config.from_dict(json.loads((Path(workdir) / "config.json").read_text()))
   source = {**info.source, "val_fraction": config.val_fraction,
-            "val_seed": config.val_seed}
+            "val_seed": config.val_seed, "train_limit": config.train_limit}
   report_path = Path(workdir) / "report.json"
   if report_path.is_file():
     rep = json.loads(report_path.read_text())

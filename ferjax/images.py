@@ -14,10 +14,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ferjax.errors import DataError
 
-# Images with more pixels than this are refused (decompression bombs): 16 times a
-# 24-megapixel photo.
-MAX_PIXELS = 400_000_000
+# Images with more pixels than this are refused (decompression bombs). Pillow itself
+# refuses twice its MAX_IMAGE_PIXELS (179 million by default) and warns above it; the
+# warning is ours to give, as an error with a message, so it is silenced once here
+# (changing Pillow's limit per call would not be thread-safe).
+MAX_PIXELS = 178_000_000
 IMAGE_SIZE = 48
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class ImageError(DataError):
@@ -39,9 +42,13 @@ def to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8))
   if img.mode in ("L", "RGB", "RGBA"):
     return img
-  if img.mode in ("LA", "La", "PA") or (img.mode == "P" and "transparency" in img.info):
-    return img.convert("RGBA")
-  return img.convert("RGB")
+  try:
+    if img.mode in ("LA", "La", "PA") or (img.mode == "P" and "transparency" in img.info):
+      return img.convert("RGBA")
+    return img.convert("RGB")
+  except ValueError:
+    raise ImageError(f"Images in mode {img.mode} cannot be converted to RGB; save the "
+                     "image as an 8-bit RGB or grayscale JPEG or PNG.") from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -71,10 +78,15 @@ def to_face_array_image(img: Image.Image) -> Image.Image:
   return img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
 
 
-def open_image(source, *, name: str | None = None) -> Image.Image:
+def open_image(source, *, name: str | None = None, max_pixels: int | None = None
+               ) -> Image.Image:
   """A loaded PIL image, upright (EXIF orientation applied), from a path, bytes, a PIL
-  image or a NumPy array ([H, W] or [H, W, 3|4], uint8, uint16 or float in [0, 1])."""
+  image or a NumPy array ([H, W] or [H, W, 3|4], uint8, uint16 or float in [0, 1]).
+  Images of more than `max_pixels` (default MAX_PIXELS) are refused before decoding."""
+  limit = MAX_PIXELS if max_pixels is None else max_pixels
   if isinstance(source, Image.Image):
+    if source.getexif().get(0x0112, 1) in (0, 1):  # upright already: no copy
+      return source
     return ImageOps.exif_transpose(source)
   if isinstance(source, np.ndarray):
     return _from_array(source)
@@ -91,19 +103,13 @@ def open_image(source, *, name: str | None = None) -> Image.Image:
   if isinstance(fp, io.BytesIO) and not fp.getbuffer().nbytes:
     raise ImageError(f"{where} is empty (0 bytes).")
   try:
-    with warnings.catch_warnings():
-      warnings.simplefilter("error", Image.DecompressionBombWarning)
-      old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_PIXELS
-      try:
-        with Image.open(fp) as img:
-          if img.width * img.height > MAX_PIXELS:
-            raise Image.DecompressionBombError("too many pixels")
-          img.load()
-          return ImageOps.exif_transpose(img)
-      finally:
-        Image.MAX_IMAGE_PIXELS = old
-  except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-    raise ImageError(f"{where} has more than {MAX_PIXELS:,} pixels; scale it down "
+    with Image.open(fp) as img:  # reads the header only
+      if img.width * img.height > limit:
+        raise Image.DecompressionBombError("too many pixels")
+      img.load()
+      return ImageOps.exif_transpose(img)
+  except Image.DecompressionBombError:
+    raise ImageError(f"{where} has more than {limit:,} pixels; scale it down "
                      "first.") from None
   except UnidentifiedImageError:
     raise ImageError(f"{where} is not an image that can be read (JPEG, PNG, WebP, BMP, "

@@ -126,8 +126,7 @@ class Classifier:
   def __init__(self, info: ModelInfo, params, batch_stats):
     self.info = info
     self.classes = info.classes
-    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[info.dtype]
-    net = models.create_model(info.model, num_classes=info.num_classes, dtype=dtype)
+    net = models.create_model(info.model, num_classes=info.num_classes, dtype=info.dtype)
     self.state = InferenceState(params=params, batch_stats=batch_stats,
                                 apply_fn=net.apply)
     self._steps = {tta: jax.jit(partial(predict_step, tta=tta,
@@ -196,6 +195,9 @@ def load_weights(path: str | Path) -> tuple[ModelInfo, Any, Any]:
   """(info, params, batch_stats) of a weights file, checked against its model."""
   path = Path(path)
   if not path.is_file():
+    if path == pretrained_path():
+      raise WeightsError(f"The model that ships with ferjax is missing ('{path}'); "
+                         "reinstall ferjax.")
     raise WeightsError(f"No weights file at '{path}'. Write one from a trained run with "
                        "`python -m ferjax.export --workdir DIR OUT.npz`.")
   try:

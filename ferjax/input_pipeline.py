@@ -144,6 +144,17 @@ def split_validation(labels: np.ndarray, *, fraction: float, seed: int
   return train, val
 
 
+def cut_validation(full: "Split", *, fraction: float, seed: int,
+                   train_limit: int | None = None) -> tuple["Split", "Split"]:
+  """(train, validation) of a training split: the stratified, seeded validation cut,
+  then --train-limit's stratified subset of what is left for training."""
+  train_idx, val_idx = split_validation(full.labels, fraction=fraction, seed=seed)
+  train = full.take(train_idx)
+  if train_limit:
+    train = train.take(stratified_limit(train.labels, train_limit))
+  return train, full.take(val_idx)
+
+
 def stratified_limit(labels: np.ndarray, n: int) -> np.ndarray:
   """Indices of the first `n` examples, keeping each class's share (largest remainder)."""
   if n >= len(labels):

@@ -128,7 +128,8 @@ def main(argv=None) -> None:
   if args.clients < 1 or not 0 < args.seconds <= 600:
     p.error("--clients must be at least 1 and --seconds in (0, 600]")
   body = open(args.image, "rb").read() if args.image else sample_photo()
-  app = serve.create_app(serve.load_predictor(args))
+  from ferjax.predictor import Predictor
+  app = serve.create_app(Predictor.load(workdir=args.workdir, weights=args.weights))
   with running_server(app) as url:
     load(url, body, clients=1, seconds=2.0)  # first requests: allocator, caches
     rss_warm = _rss_mib()

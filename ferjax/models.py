@@ -100,8 +100,13 @@ Tiny = functools.partial(ConvNet, widths=(8, 16), convs_per_stage=1, batch_norm=
 MODELS = {"seed_cnn": SeedCNN, "vgg": VGG, "vgg_small": VGGSmall, "tiny": Tiny}
 
 
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
 def create_model(name: str, *, num_classes: int, dtype=jnp.float32) -> nn.Module:
-  """The architecture registered as `name`."""
+  """The architecture registered as `name`, computing in `dtype` (a dtype or one of
+  COMPUTE_DTYPES' names)."""
+  dtype = COMPUTE_DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
   if name not in MODELS:
     raise ValueError(f"unknown model '{name}'; known: {', '.join(MODELS)}")
   return MODELS[name](num_classes=num_classes, dtype=dtype)

@@ -56,8 +56,9 @@ def expand(paths: list[str]) -> tuple[list[Path], list[str]]:
 
 
 def video_frames(path: Path, *, every: int | None, fps: float | None
-                 ) -> Iterator[tuple[int, float, np.ndarray]]:
-  """(frame index, seconds, RGB frame) of every `every`-th frame, or `fps` per second."""
+                 ) -> Iterator[tuple[int, float, np.ndarray, float]]:
+  """(frame index, seconds, RGB frame, frames per second kept) of every `every`-th
+  frame, or `fps` of them per second."""
   import imageio_ffmpeg
   try:
     reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
@@ -70,7 +71,7 @@ def video_frames(path: Path, *, every: int | None, fps: float | None
   try:
     for i, raw in enumerate(reader):
       if i % step == 0:
-        yield i, i / rate, np.frombuffer(raw, np.uint8).reshape(h, w, 3)
+        yield i, i / rate, np.frombuffer(raw, np.uint8).reshape(h, w, 3), rate / step
   except RuntimeError as e:
     raise FerjaxError(f"video decoding failed ({str(e).splitlines()[0]})") from None
   finally:
@@ -115,12 +116,9 @@ def run(args) -> int:
   files, errors = expand(args.paths)
   for e in errors:
     print(f"error: {e}", file=sys.stderr)
-  if args.workdir:
-    predictor = Predictor.from_workdir(args.workdir, tta=args.tta)
-  elif args.weights:
-    predictor = Predictor.from_weights(args.weights, tta=args.tta)
-  else:
-    predictor = Predictor.from_pretrained(tta=args.tta)
+  predictor = Predictor.load(workdir=args.workdir, weights=args.weights, tta=args.tta)
+  if not args.no_detect:
+    predictor.detector  # noqa: B018 - load it now: a missing detector is a usage error
   out = Output("json" if args.json else "csv" if args.csv else "table",
                predictor.classes)
   detect = False if args.no_detect else None
@@ -129,14 +127,23 @@ def run(args) -> int:
     annotate_dir.mkdir(parents=True, exist_ok=True)
   done = 0
 
+  names: set[str] = set()
+
+  def out_name(path: Path, suffix: str) -> Path:
+    """A file in annotate_dir named after `path`, never one written before."""
+    name, k = path.stem + suffix, 2
+    while name in names:
+      name, k = f"{path.stem}-{k}{suffix}", k + 1
+    names.add(name)
+    return annotate_dir / name
+
   def report_image(path, image, faces):
     if not faces:
-      print(f"error: {path}: no face found (try --no-detect for a face crop)",
+      print(f"warning: {path}: no face found (try --no-detect for a face crop)",
             file=sys.stderr)
     out.write(path, faces)
     if annotate_dir:
-      annotate(images_lib.open_image(image), faces).save(
-          annotate_dir / (path.stem + ".png"))
+      annotate(images_lib.open_image(image), faces).save(out_name(path, ".png"))
 
   images = [f for f in files if f.suffix.lower() not in VIDEO_SUFFIXES]
   videos = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
@@ -156,29 +163,29 @@ def run(args) -> int:
       done += 1
   for path in videos:
     try:
-      done += _run_video(path, predictor, out, args, detect, annotate_dir)
+      done += _run_video(path, predictor, out, args, detect,
+                         out_name(path, ".mp4") if annotate_dir else None)
     except FerjaxError as e:
       print(f"error: {path}: {e}", file=sys.stderr)
   return 0 if done else 1
 
 
-def _run_video(path, predictor, out, args, detect, annotate_dir) -> int:
+def _run_video(path, predictor, out, args, detect, annotate_path) -> int:
   from ferjax.predictor import annotate
   writer = None
   frames = 0
   try:
-    for i, t, rgb in video_frames(path, every=args.every, fps=args.fps):
+    for i, t, rgb, rate in video_frames(path, every=args.every, fps=args.fps):
       crops, meta = predictor.crops(rgb, detect=detect)
       (faces,) = predictor.classify_crops([crops], [meta])
       out.write(path, faces, frame=i, time=t)
       frames += 1
-      if annotate_dir:
+      if annotate_path is not None:
         if writer is None:
           import imageio_ffmpeg
           h, w = rgb.shape[:2]
-          writer = imageio_ffmpeg.write_frames(
-              str(annotate_dir / (path.stem + ".mp4")), (w, h),
-              fps=max(1.0, (args.fps or 25.0 / (args.every or 1))), macro_block_size=1)
+          writer = imageio_ffmpeg.write_frames(str(annotate_path), (w, h), fps=rate,
+                                               macro_block_size=1)
           writer.send(None)
         from PIL import Image
         writer.send(np.asarray(annotate(Image.fromarray(rgb), faces)).tobytes())

@@ -75,6 +75,15 @@ class Predictor:
     self.tta = tta
 
   @classmethod
+  def load(cls, *, workdir=None, weights=None, **kwargs) -> "Predictor":
+    """A run's best checkpoint, a weights file, or (neither given) the shipped model."""
+    if workdir is not None:
+      return cls.from_workdir(workdir, **kwargs)
+    if weights is not None:
+      return cls.from_weights(weights, **kwargs)
+    return cls.from_pretrained(**kwargs)
+
+  @classmethod
   def from_pretrained(cls, **kwargs) -> "Predictor":
     """The model that ships with ferjax."""
     return cls(load_pretrained(), **kwargs)
@@ -103,8 +112,12 @@ class Predictor:
     if detect is None:
       detect = max(img.size) > WHOLE_MAX_SIDE
     if not detect:
+      # Classified whole: the centre square, as to_face_array_image crops it.
       crop = np.asarray(images_lib.to_face_array_image(img), np.uint8)
-      return crop[None], [((0.0, 0.0, float(img.width), float(img.height)), 1.0, None)]
+      side = min(img.width, img.height)
+      x0, y0 = (img.width - side) // 2, (img.height - side) // 2
+      box = (float(x0), float(y0), float(x0 + side), float(y0 + side))
+      return crop[None], [(box, 1.0, None)]
     rgb = images_lib.to_rgb(img)
     found = self.detector.detect(np.asarray(rgb))
     gray = rgb.convert("L")

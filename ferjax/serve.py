@@ -45,6 +45,10 @@ from ferjax.errors import ConfigError, FerjaxError, run_cli
 MAX_BATCH = 64
 BATCH_WAIT_S = 0.004
 MAX_UPLOAD_BYTES = 10 * 2**20
+# Pixels an upload may have (a 40-megapixel photo decodes to 120 MB as RGB), and how
+# many uploads are decoded at once: together they bound the server's memory.
+MAX_PIXELS = 40_000_000
+DECODE_SLOTS = 2
 WEB_FILES = {"index.html": "text/html; charset=utf-8",
              "app.js": "text/javascript; charset=utf-8",
              "style.css": "text/css; charset=utf-8"}
@@ -76,9 +80,15 @@ class Batcher:
       self._task.cancel()
       with contextlib.suppress(asyncio.CancelledError):
         await self._task
+    while self._queue is not None and not self._queue.empty():
+      _, fut = self._queue.get_nowait()
+      if not fut.done():
+        fut.set_exception(RuntimeError("the server is shutting down"))
     self._pool.shutdown(wait=False)
 
   async def submit(self, crops: np.ndarray) -> np.ndarray:
+    if self._queue is None:
+      raise RuntimeError("the batcher has not been started")
     fut = asyncio.get_running_loop().create_future()
     await self._queue.put((crops, fut))
     return await fut
@@ -119,11 +129,10 @@ def create_app(predictor, *, token: str | None = None,
   import ferjax
   from ferjax import images as images_lib
 
-  # Starlette spools uploaded files over 1 MB to a temporary file; keep them in memory.
-  MultiPartParser.spool_max_size = max_upload_bytes + 2**20
   batcher = Batcher(lambda crops: predictor.classifier.classify(crops,
                                                                 tta=predictor.tta))
   state = {"ready": False}
+  decoding = asyncio.Semaphore(DECODE_SLOTS)
 
   @contextlib.asynccontextmanager
   async def lifespan(app):
@@ -153,8 +162,9 @@ def create_app(predictor, *, token: str | None = None,
   @app.middleware("http")
   async def check_token(request: Request, call_next):
     if token and request.url.path.startswith("/v1/"):
-      sent = request.headers.get("authorization", "")
-      if not secrets.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+      scheme, _, sent = request.headers.get("authorization", "").partition(" ")
+      if scheme.lower() != "bearer" or not secrets.compare_digest(
+          sent.strip().encode(), token.encode()):
         return error(401, "missing or wrong token: send 'Authorization: Bearer TOKEN'")
     return await call_next(request)
 
@@ -178,25 +188,31 @@ def create_app(predictor, *, token: str | None = None,
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > max_upload_bytes + 2**16:
       return error(413, f"the upload is larger than {max_upload_bytes:,} bytes")
+    # Read the body ourselves, so that a chunked upload without a Content-Length is
+    # held to the same limit; it stays in memory.
+    body = bytearray()
+    async for chunk in request.stream():
+      body += chunk
+      if len(body) > max_upload_bytes + 2**16:
+        return error(413, f"the upload is larger than {max_upload_bytes:,} bytes")
+    data = bytes(body)
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
       try:
-        form = await request.form(max_files=1, max_fields=10)
+        data = await _first_file(request.headers, data)
       except Exception:  # noqa: BLE001 - malformed multipart
         return error(400, "the multipart body cannot be parsed")
-      files = [v for v in form.values() if hasattr(v, "read")]
-      if not files:
+      if data is None:
         return error(400, "the form has no file; send the image as a file field")
-      data = await files[0].read()
-    else:
-      data = await request.body()
     if len(data) > max_upload_bytes:
       return error(413, f"the upload is larger than {max_upload_bytes:,} bytes")
     if not data:
       return error(400, "the upload is empty; send an image (JPEG, PNG, WebP)")
     try:
-      img = await run_in_threadpool(images_lib.open_image, data, name="the upload")
-      crops, meta = await run_in_threadpool(predictor.crops, img)
+      async with decoding:
+        img = await run_in_threadpool(images_lib.open_image, data, name="the upload",
+                                      max_pixels=MAX_PIXELS)
+        crops, meta = await run_in_threadpool(predictor.crops, img)
     except FerjaxError as e:
       return error(400, str(e))
     if len(crops):
@@ -221,6 +237,18 @@ def create_app(predictor, *, token: str | None = None,
   return app
 
 
+async def _first_file(headers, body: bytes) -> bytes | None:
+  """The bytes of the first file field of a multipart body, parsed in memory."""
+  async def stream():
+    yield body
+    yield b""
+  parser = MultiPartParser(headers, stream(), max_files=1, max_fields=10)
+  parser.spool_max_size = len(body) + 1  # this parser only: never spill to disk
+  form = await parser.parse()
+  files = [v for v in form.values() if hasattr(v, "read")]
+  return await files[0].read() if files else None
+
+
 def _warm_up(predictor) -> None:
   """Loads the detector and compiles every classifier batch size."""
   predictor.classifier.warm_up(tta=predictor.tta)
@@ -234,15 +262,6 @@ def is_loopback(host: str) -> bool:
     return ipaddress.ip_address(host).is_loopback
   except ValueError:
     return False
-
-
-def load_predictor(args):
-  from ferjax.predictor import Predictor
-  if args.workdir:
-    return Predictor.from_workdir(args.workdir)
-  if args.weights:
-    return Predictor.from_weights(args.weights)
-  return Predictor.from_pretrained()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,7 +290,8 @@ def main(argv=None) -> None:
   if not 0 < args.port < 65536:
     raise ConfigError(f"--port must be 1-65535, got {args.port}")
   import uvicorn
-  predictor = load_predictor(args)
+  from ferjax.predictor import Predictor
+  predictor = Predictor.load(workdir=args.workdir, weights=args.weights)
   app = create_app(predictor, token=args.token,
                    max_upload_bytes=int(args.max_upload_mb * 2**20))
   print(f"ferjax.serve: loading and compiling the model, then listening on "

@@ -76,8 +76,8 @@ def make_optimizer(config: Config, steps_per_epoch: int):
 
 
 def create_model(config: Config):
-  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.dtype]
-  return models.create_model(config.model, num_classes=config.num_classes, dtype=dtype)
+  return models.create_model(config.model, num_classes=config.num_classes,
+                             dtype=config.dtype)
 
 
 def create_train_state(config: Config, *, key: jax.Array, steps_per_epoch: int

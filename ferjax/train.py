@@ -10,6 +10,7 @@ uninterrupted one would (same batches, same random keys: `fold_in(key, state.ste
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -292,17 +293,14 @@ def prepare_data(config: Config, *, data=None, data_dir=None) -> Data:
   loaded = input_pipeline.load_fer2013(data, splits=("train", "test"),
                                        num_classes=config.num_classes,
                                        data_dir=data_dir, required=("train",))
-  full = loaded["train"]
-  train_idx, val_idx = input_pipeline.split_validation(
-      full.labels, fraction=config.val_fraction, seed=config.val_seed)
-  train = full.take(train_idx)
-  if config.train_limit:
-    train = train.take(input_pipeline.stratified_limit(train.labels, config.train_limit))
+  train, val = input_pipeline.cut_validation(
+      loaded["train"], fraction=config.val_fraction, seed=config.val_seed,
+      train_limit=config.train_limit)
   if len(train) < config.batch_size:
     raise DataError(f"Only {len(train)} training images after the validation cut, fewer "
                     f"than one batch of {config.batch_size}: lower --batch-size or add "
                     "data.")
-  return Data(train=train, val=full.take(val_idx), test=loaded.get("test"))
+  return Data(train=train, val=val, test=loaded.get("test"))
 
 
 def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, data=None,
@@ -327,7 +325,9 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, data=None,
     raise ConfigError(f"The workdir '{workdir}' is a file, not a folder; pass another "
                       "--workdir.")
   workdir.mkdir(parents=True, exist_ok=True)
-  with WorkdirLock(workdir):
+  # The first process writes the workdir; the others of a multi-host run share it.
+  lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  with lock:
     return _train_and_evaluate(config, workdir, data=data, data_dir=data_dir, mesh=mesh,
                                stop_after_steps=stop_after_steps)
 

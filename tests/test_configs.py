@@ -38,6 +38,10 @@ def test_set_reaches_top_level_and_augment_fields():
     ("epochs=ten", "invalid literal"),
     ("early_stopping=maybe", "is not true or false"),
     ("no_such_field=1", "expected KEY=VALUE with KEY one of"),
+    ("model=resnet99", "model must be one of"),
+    ("augment.erase_area=0.1", "augment.erase_area must be two fractions"),
+    ("augment.erase_prob=2", "augment.erase_prob must be between 0 and 1"),
+    ("augment.max_rotation=-5", "augment.max_rotation must be at least 0"),
     ("weight_decay", "expected KEY=VALUE"),
 ])
 def test_bad_values_are_refused_when_the_config_is_built(assignment, message):

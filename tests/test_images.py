@@ -81,9 +81,18 @@ def test_bad_files_get_messages(tmp_path):
     images.open_image(b"")
 
 
+def test_modes_without_rgb_conversion_get_a_message():
+  # Pillow cannot convert premultiplied 'La' (seen in some TIFFs) to RGB.
+  with pytest.raises(ImageError, match="mode La cannot be converted"):
+    images.to_rgb(Image.new("La", (8, 8)))
+
+
 def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
   monkeypatch.setattr(images, "MAX_PIXELS", 1000)
   path = tmp_path / "big.png"
   Image.new("L", (100, 100)).save(path)
   with pytest.raises(ImageError, match="more than 1,000 pixels"):
     images.open_image(path)
+  with pytest.raises(ImageError, match="more than 9,999 pixels"):
+    images.open_image(path, max_pixels=9_999)
+  assert images.open_image(path, max_pixels=10_000).size == (100, 100)

@@ -35,8 +35,10 @@ def test_any_count_gives_what_one_at_a_time_gives(tiny_weights):
   whole = clf.classify(x)  # 256 + 44 (padded to 64)
   assert whole.shape == (300, 6)
   np.testing.assert_allclose(whole.sum(-1), 1, rtol=1e-5)
+  # Batch sizes 1, 8 and 64 may take different kernels: float32 rounding (probabilities
+  # are at most 1) moves them by far less than 1e-4.
   for n in (1, 3, 9):
-    np.testing.assert_allclose(clf.classify(x[:n]), whole[:n], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(clf.classify(x[:n]), whole[:n], rtol=0, atol=1e-4)
   assert clf.classify(x[:0]).shape == (0, 6)
   with pytest.raises(ValueError, match=r"\[N, 48, 48\]"):
     clf.classify(np.zeros((2, 40, 40), np.uint8))

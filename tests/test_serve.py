@@ -81,9 +81,18 @@ def test_bad_uploads_get_4xx_json_and_the_server_stays_up(url, photo):
                    headers={"content-type": "application/octet-stream"})
     assert r.status_code == status, (message, r.text)
     assert message in r.json()["error"] and "Traceback" not in r.text
-  r = httpx.post(url + "/v1/predict", data={"note": "no file"},
-                 files={"x": ("x.txt", b"", "text/plain")})
-  assert r.status_code == 400
+  r = httpx.post(url + "/v1/predict", content=b"--b\r\nContent-Disposition: form-data; "
+                 b'name="note"\r\n\r\nno file here\r\n--b--\r\n',
+                 headers={"content-type": "multipart/form-data; boundary=b"})
+  assert r.status_code == 400 and "the form has no file" in r.json()["error"]
+  r = httpx.post(url + "/v1/predict", files={"x": ("x.txt", b"", "text/plain")})
+  assert r.status_code == 400 and "empty" in r.json()["error"]
+
+  def chunks():  # chunked transfer encoding: no Content-Length to check up front
+    for _ in range(40):
+      yield os.urandom(100_000)
+  r = httpx.post(url + "/v1/predict", content=chunks())
+  assert r.status_code == 413 and "larger than" in r.json()["error"]
   r = httpx.get(url + "/v1/predict")
   assert r.status_code == 405 and "error" in r.json()
   # No face: 200 with no faces.
