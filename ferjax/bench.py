@@ -180,7 +180,7 @@ def run(config: configs.Config, *, steps: int, repeats: int, warmup: int = 1,
   }
 
 
-def run_predict(*, weights=None, repeats: int = 20) -> dict:
+def run_predict(*, weights=None, repeats: int = 20, detect_size: int = 640) -> dict:
   """Inference as users run it: classifier crops/s (batched, no TTA, float32), face
   detection and end-to-end latency of one 640x480 photo with one face, and frames/s
   over decoded 640x480 video frames; all after warm-up, medians over `repeats`."""
@@ -191,7 +191,7 @@ def run_predict(*, weights=None, repeats: int = 20) -> dict:
   from ferjax import inference, loadtest
   from ferjax.predictor import Predictor
   clf = inference.Classifier.load(weights or inference.pretrained_path())
-  predictor = Predictor(clf)
+  predictor = Predictor(clf, detect_size=detect_size)
   clf.warm_up()
   crops = np.random.default_rng(0).integers(0, 256, (256, 48, 48), np.uint8)
   times = []
@@ -208,6 +208,7 @@ def run_predict(*, weights=None, repeats: int = 20) -> dict:
   end_to_end_s = timed(lambda: predictor.predict(photo))
   frame_s = timed(lambda: predictor.predict(rgb))
   return {"model": clf.info.model, "input_size": clf.info.input_size,
+          "detect_size": detect_size,
           "classifier_crops_per_second": round(crops_per_s, 1),
           "detect_ms_640x480": round(1000 * detect_s, 1),
           "photo_end_to_end_ms_640x480": round(1000 * end_to_end_s, 1),
@@ -264,10 +265,13 @@ def main(argv=None) -> None:
                  "end-to-end latency of a 640x480 photo, video frames/s (the shipped "
                  "model, or --weights)")
   p.add_argument("--weights", help="with --predict: a weights file to benchmark")
+  p.add_argument("--detect-size", type=int, default=640,
+                 help="with --predict: the detector's largest side in pixels")
   p.add_argument("--json", action="store_true", help="print one JSON object")
   args = p.parse_args(argv)
   if args.predict:
-    out = run_predict(weights=args.weights, repeats=max(args.repeats, 20))
+    out = run_predict(weights=args.weights, repeats=max(args.repeats, 20),
+                      detect_size=args.detect_size)
     print(json.dumps(out, indent=None if args.json else 2))
     return
   if min(args.steps, args.repeats) < 1 or args.warmup < 0:

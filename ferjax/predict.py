@@ -116,7 +116,8 @@ def run(args) -> int:
   files, errors = expand(args.paths)
   for e in errors:
     print(f"error: {e}", file=sys.stderr)
-  predictor = Predictor.load(workdir=args.workdir, weights=args.weights, tta=args.tta)
+  predictor = Predictor.load(workdir=args.workdir, weights=args.weights, tta=args.tta,
+                             detect_size=args.detect_size)
   if not args.no_detect:
     predictor.detector  # noqa: B018 - load it now: a missing detector is a usage error
   out = Output("json" if args.json else "csv" if args.csv else "table",
@@ -223,6 +224,10 @@ def main(argv=None) -> None:
                  help="classify each image whole (it is a face crop already)")
   p.add_argument("--tta", action="store_true",
                  help="average ten views of each face (10x the work, a little better)")
+  p.add_argument("--detect-size", type=int, default=640, metavar="PIXELS",
+                 help="the face detector sees the image scaled to at most this many "
+                 "pixels a side (default 640; 320 is about 3x faster and misses "
+                 "small faces)")
   rate = p.add_mutually_exclusive_group()
   rate.add_argument("--every", type=int, metavar="N", help="videos: every N-th frame")
   rate.add_argument("--fps", type=float, help="videos: this many frames per second")
@@ -234,6 +239,8 @@ def main(argv=None) -> None:
   if (args.every is not None and args.every < 1) or (args.fps is not None
                                                       and not args.fps > 0):
     p.error("--every must be at least 1 and --fps positive")
+  if not 32 <= args.detect_size <= 4096:
+    p.error("--detect-size must be 32 to 4096 pixels")
   sys.exit(run(args))
 
 

@@ -276,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--token", default=os.environ.get("FERJAX_TOKEN"),
                  help="require 'Authorization: Bearer TOKEN' on every /v1 call "
                       "(default: $FERJAX_TOKEN); needed to listen beyond loopback")
+  p.add_argument("--detect-size", type=int, default=640, metavar="PIXELS",
+                 help="the face detector sees each image scaled to at most this many "
+                 "pixels a side (default 640; smaller is faster, misses small faces)")
   p.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20,
                  help="largest upload accepted, in MiB (default 10)")
   return p
@@ -291,7 +294,10 @@ def main(argv=None) -> None:
     raise ConfigError(f"--port must be 1-65535, got {args.port}")
   import uvicorn
   from ferjax.predictor import Predictor
-  predictor = Predictor.load(workdir=args.workdir, weights=args.weights)
+  if not 32 <= args.detect_size <= 4096:
+    raise ConfigError(f"--detect-size must be 32 to 4096, got {args.detect_size}")
+  predictor = Predictor.load(workdir=args.workdir, weights=args.weights,
+                             detect_size=args.detect_size)
   app = create_app(predictor, token=args.token,
                    max_upload_bytes=int(args.max_upload_mb * 2**20))
   print(f"ferjax.serve: loading and compiling the model, then listening on "
