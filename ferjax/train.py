@@ -204,6 +204,45 @@ def _check_config(workdir: Path, config: Config) -> None:
         "Resume it with the same options, or start a new run with another --workdir.")
 
 
+@dataclasses.dataclass
+class LoopState:
+  """Where the training loop is; saved with every checkpoint as plain JSON scalars.
+
+  Attributes:
+    epoch: epochs finished.
+    step_in_epoch: steps done in the unfinished epoch (0 at an epoch boundary).
+    best_value: the best value of the monitored metric so far, and its epoch.
+    wait: epochs since the monitored metric last improved (early stopping).
+    stopped_early: early stopping ended the run.
+    sums: metric sums of the unfinished epoch (loss_sum, correct, count).
+  """
+  epoch: int = 0
+  step_in_epoch: int = 0
+  best_value: float | None = None
+  best_epoch: int | None = None
+  wait: int = 0
+  stopped_early: bool = False
+  sums: dict | None = None
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, d: dict) -> "LoopState":
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in known})
+
+  def end_epoch(self, value: float, *, monitor: str) -> bool:
+    """Records a finished epoch's monitored value; returns whether it improved."""
+    improved = _is_better(value, self.best_value, monitor)
+    if improved:
+      self.best_value, self.best_epoch, self.wait = value, self.epoch + 1, 0
+    else:
+      self.wait += 1
+    self.epoch, self.step_in_epoch, self.sums = self.epoch + 1, 0, None
+    return improved
+
+
 def write_atomic(path: Path, text: str) -> None:
   """Writes `text` to `path` through a temporary file and a rename: a crash or a full
   disk leaves the old file or the new one, never half of one."""
@@ -355,19 +394,18 @@ def _train_and_evaluate(config: Config, workdir: Path, *, data, data_dir, mesh,
   template = abstract_like(state)
   restored = ckpt.restore("latest", template)
   if restored is None:
-    extra = {"epoch": 0, "step_in_epoch": 0, "best_value": None, "best_epoch": None,
-             "wait": 0, "stopped_early": False, "sums": None}
+    loop = LoopState()
   else:
-    state, extra = restored
-    if extra["stopped_early"] or extra["epoch"] >= config.epochs:
-      print(f"The run in '{workdir}' is complete ({extra['epoch']} epochs); writing its "
+    state, loop = restored[0], LoopState.from_json(restored[1])
+    if loop.stopped_early or loop.epoch >= config.epochs:
+      print(f"The run in '{workdir}' is complete ({loop.epoch} epochs); writing its "
             "report again (pass a larger --epochs to train on).", file=sys.stderr)
     else:
-      print(f"Resuming from epoch {extra['epoch'] + 1}, step {extra['step_in_epoch']} "
+      print(f"Resuming from epoch {loop.epoch + 1}, step {loop.step_in_epoch} "
             f"(global step {int(state.step)})", file=sys.stderr)
 
   metrics_path = workdir / "metrics.jsonl"
-  history = [m for m in report.read_metrics(metrics_path) if m["epoch"] <= extra["epoch"]]
+  history = [m for m in report.read_metrics(metrics_path) if m["epoch"] <= loop.epoch]
   if jax.process_index() == 0:
     write_atomic(metrics_path, "".join(json.dumps(m) + "\n" for m in history))
 
@@ -378,11 +416,10 @@ def _train_and_evaluate(config: Config, workdir: Path, *, data, data_dir, mesh,
   steps_this_call = 0
   try:
     with _StopSignal() as stop:
-      while extra["epoch"] < config.epochs and not extra["stopped_early"]:
-        epoch = extra["epoch"]
-        start = extra["step_in_epoch"]
-        sums = ({k: jnp.asarray(v) for k, v in extra["sums"].items()}
-                if extra["sums"] else None)
+      while loop.epoch < config.epochs and not loop.stopped_early:
+        epoch, start = loop.epoch, loop.step_in_epoch
+        sums = ({k: jnp.asarray(v) for k, v in loop.sums.items()}
+                if loop.sums else None)
         batches = input_pipeline.Prefetcher(
             ((im[sl], lb[sl]) for im, lb in input_pipeline.train_batches(
                 ds.train, batch_size=config.batch_size, seed=config.seed, epoch=epoch,
@@ -419,13 +456,10 @@ def _train_and_evaluate(config: Config, workdir: Path, *, data, data_dir, mesh,
         s = jax.device_get(sums)
         _check_finite(s, epoch + 1, done_steps, ckpt)
         if interrupted and done_steps < spe:
-          extra.update(step_in_epoch=done_steps,
-                       sums={k: v.item() for k, v in s.items()})
-          ckpt.save("latest", int(state.step), state, extra)
-          ckpt.wait()
-          print(f"Checkpoint saved at epoch {epoch + 1}, step {done_steps}/{spe}; run the "
-                "same command to resume.", file=sys.stderr)
-          return None
+          loop.step_in_epoch = done_steps
+          loop.sums = {k: v.item() for k, v in s.items()}
+          ckpt.save("latest", int(state.step), state, loop.to_json())
+          return _stopped(ckpt, f"at epoch {epoch + 1}, step {done_steps}/{spe}")
 
         val_probs = predict_split(steps, state, ds.val)
         val_loss, val_acc = loss_and_accuracy(val_probs, ds.val.labels)
@@ -442,14 +476,9 @@ def _train_and_evaluate(config: Config, workdir: Path, *, data, data_dir, mesh,
           with metrics_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         value = row[config.monitor]
-        improved = _is_better(value, extra["best_value"], config.monitor)
-        if improved:
-          extra.update(best_value=value, best_epoch=epoch + 1, wait=0)
-        else:
-          extra["wait"] += 1
-        extra.update(epoch=epoch + 1, step_in_epoch=0, sums=None)
-        if config.early_stopping and extra["wait"] >= config.patience:
-          extra["stopped_early"] = True
+        improved = loop.end_epoch(value, monitor=config.monitor)
+        if config.early_stopping and loop.wait >= config.patience:
+          loop.stopped_early = True
         print(f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f} "
               f"acc {row['train_accuracy']:.4f} | val loss {val_loss:.4f} "
               f"acc {val_acc:.4f} | {row['epoch_seconds']:.0f}s "
@@ -457,24 +486,28 @@ def _train_and_evaluate(config: Config, workdir: Path, *, data, data_dir, mesh,
               + (" *" if improved else ""), file=sys.stderr, flush=True)
         # Without early stopping the final epoch is the model; with it, the best one.
         if improved or not config.early_stopping:
-          ckpt.save("best", int(state.step), state, extra)
-        ckpt.save("latest", int(state.step), state, extra)
-        if extra["stopped_early"]:
+          ckpt.save("best", int(state.step), state, loop.to_json())
+        ckpt.save("latest", int(state.step), state, loop.to_json())
+        if loop.stopped_early:
           print(f"Early stopping: no {config.monitor} improvement for "
-                f"{config.patience} epochs; best epoch {extra['best_epoch']}.",
+                f"{config.patience} epochs; best epoch {loop.best_epoch}.",
                 file=sys.stderr)
         if interrupted:
-          ckpt.wait()
-          print(f"Checkpoint saved after epoch {epoch + 1}; run the same command to "
-                "resume.", file=sys.stderr)
-          return None
+          return _stopped(ckpt, f"after epoch {epoch + 1}")
   finally:
     ckpt.wait()
 
   result = write_report(config, workdir, steps=steps, ckpt=ckpt, template=template,
-                        ds=ds, history=history, run=extra)
+                        ds=ds, history=history, run=loop)
   ckpt.close()
   return result
+
+
+def _stopped(ckpt, where: str) -> None:
+  """Ends an interrupted run once its checkpoint is on disk (None: not finished)."""
+  ckpt.wait()
+  print(f"Checkpoint saved {where}; run the same command to resume.", file=sys.stderr)
+  return None
 
 
 def _check_finite(sums: dict, epoch: int, step: int, ckpt) -> None:
@@ -501,8 +534,8 @@ def write_report(config: Config, workdir: Path, *, steps: Steps, ckpt, template,
   names = class_names(config.num_classes)
   out: dict[str, Any] = {
       "variant": config.variant, "model": config.model,
-      "epochs_run": run["epoch"], "best_epoch": run["best_epoch"],
-      "stopped_early": run["stopped_early"],
+      "epochs_run": run.epoch, "best_epoch": run.best_epoch,
+      "stopped_early": run.stopped_early,
       "train_seconds": round(sum(m["epoch_seconds"] for m in history), 1),
       "device": f"{jax.devices()[0].platform} x{len(jax.devices())}",
   }
