@@ -52,7 +52,7 @@ def load_split(split: str, *, num_classes: int, data=None, data_dir=None,
     raise ConfigError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
   if split not in ("validation", "train"):
     return input_pipeline.load_fer2013(data, splits=(split,), num_classes=num_classes,
-                                       data_dir=data_dir)[split]
+                                       data_dir=data_dir, required=(split,))[split]
   full = input_pipeline.load_fer2013(data, splits=("train",), num_classes=num_classes,
                                      data_dir=data_dir)["train"]
   train, val = input_pipeline.cut_validation(full, fraction=val_fraction, seed=val_seed,

@@ -94,11 +94,15 @@ def load_fer2013(data: str | os.PathLike | None, *, splits: tuple[str, ...],
         if split == "test" else [])
     if not parts:
       if split in required:
+        if split in ("public_test", "private_test"):
+          where = ("only the csv fer2013.csv has it (its Usage column); the image "
+                   "folders have train/ and test/ only: use the split 'test' with them")
+        else:
+          where = (f"for the image folders, '{split}' comes from {split}/<class>/*.jpg; "
+                   "the csv gives train, public_test and private_test (test = both)")
         raise DataError(
             f"The '{split}' split is missing from '{path}' (it has: "
-            f"{', '.join(sorted(available))}). For the image folders, '{split}' comes "
-            f"from {split}/<class>/*.jpg; the csv gives train, public_test and "
-            "private_test (test = both).")
+            f"{', '.join(sorted(available))}); {where}.")
       continue
     decoded = [fer2013.decode_examples(sources[p]) for p in parts]
     images = np.concatenate([d[0] for d in decoded])

@@ -188,8 +188,19 @@ def test_csv_with_bad_pixel_row(tmp_path, pixels):
 def test_undecodable_image(tmp_path, toy_splits):
   root = write_folders(tmp_path / "fer", {"train": toy_splits["test"]})
   (root / "train" / "happy" / "Training_broken.jpg").write_bytes(b"not a jpeg at all")
-  with pytest.raises(DataError, match="Training_broken.jpg.*cannot be decoded"):
+  with pytest.raises(DataError, match="Training_broken.jpg.*cannot be decoded") as e:
     _load(root, tmp_path)
+  assert "BytesIO" not in str(e.value) and "object at 0x" not in str(e.value)
+
+
+def test_private_test_from_folders_says_where_it_is(tmp_path, toy_zip):
+  with pytest.raises(DataError, match="only the csv fer2013.csv has it") as e:
+    input_pipeline.load_fer2013(toy_zip, splits=("private_test",), num_classes=6,
+                                data_dir=tmp_path, required=("private_test",))
+  assert "private_test/<class>" not in str(e.value)
+  from ferjax import evaluate  # the evaluate command gives the same message
+  with pytest.raises(DataError, match="only the csv fer2013.csv has it"):
+    evaluate.load_split("private_test", num_classes=6, data=toy_zip, data_dir=tmp_path)
 
 
 def test_unknown_class_folder(tmp_path, toy_splits):

@@ -196,7 +196,10 @@ def decode_image(data: bytes, *, where: str) -> tuple[np.ndarray, bool]:
   except Image.DecompressionBombError:
     raise DataError(f"The image {where} has too many pixels to be a face crop. Replace "
                     "or delete that file.") from None
-  except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+  except UnidentifiedImageError:
+    raise DataError(f"The image {where} cannot be decoded (not an image format that "
+                    "can be read). Replace or delete that file.") from None
+  except (OSError, SyntaxError, ValueError) as e:
     raise DataError(f"The image {where} cannot be decoded ({e}). Replace or delete "
                     "that file.") from None
 
