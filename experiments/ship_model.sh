@@ -7,7 +7,7 @@ RUN=${1:-runs/augmented}
 DATA=${2:-../shared/data/fer2013.zip}
 OUT=experiments/results/augmented_cpu
 mkdir -p "$OUT" docs/img
-cp "$RUN"/{config.json,metrics.jsonl,report.json,curves.png,confusion.png} "$OUT"/
+cp "$RUN"/{config.json,metrics.jsonl,report.json} "$OUT"/
 [ -f "$RUN/data.json" ] && cp "$RUN/data.json" "$OUT"/
 python -m ferjax.export --workdir "$RUN" ferjax/pretrained/fer6.npz
 # The float16 file against the float32 run, on test and validation.
@@ -19,5 +19,6 @@ python -m ferjax.bench --predict --json > "$OUT/bench_predict.json"
 python -m ferjax.loadtest --clients 16 --seconds 20 > "$OUT/loadtest.json"
 python -m ferjax.predict --sample --annotate docs/img/ > "$OUT/predict_sample.txt"
 python experiments/screenshot_page.py "$(python -c 'from ferjax.predict import sample_photo_path as p; print(p())')" docs/img/page.png
-cp "$OUT/curves.png" docs/img/curves.png
-cp "$OUT/confusion.png" docs/img/confusion.png
+# The run's pictures live once, in docs/img/ (the README shows them).
+cp "$RUN/curves.png" docs/img/curves.png
+cp "$RUN/confusion.png" docs/img/confusion.png

@@ -98,9 +98,8 @@ def open_image(source, *, name: str | None = None, max_pixels: int | None = None
     if not path.is_file():
       raise ImageError(f"No such image file: {where}.")
     fp = path
-  if not isinstance(fp, io.BytesIO) and fp.stat().st_size == 0:
-    raise ImageError(f"{where} is empty (0 bytes).")
-  if isinstance(fp, io.BytesIO) and not fp.getbuffer().nbytes:
+  size = fp.getbuffer().nbytes if isinstance(fp, io.BytesIO) else fp.stat().st_size
+  if not size:
     raise ImageError(f"{where} is empty (0 bytes).")
   try:
     with Image.open(fp) as img:  # reads the header only
