@@ -193,6 +193,17 @@ def augmented_long() -> Config:
                 augment=AugmentConfig())
 
 
+def shipped() -> Config:
+  """The shipped model's recipe (a GPU's work): the slimmer VGG (`vgg_slim`, fast enough
+  to classify 500 crops/s on a 2-core CPU) on random 40x40 crops for 200 epochs; the
+  best epoch on validation is kept."""
+  return Config(variant="shipped", model="vgg_slim", epochs=200, batch_size=128,
+                learning_rate=0.05, optimizer="sgd", weight_decay=5e-4,
+                schedule="cosine", warmup_epochs=2, label_smoothing=0.1,
+                early_stopping=True, patience=200, monitor="val_accuracy",
+                input_size=40, augment=AugmentConfig(max_translate=0.0))
+
+
 def tiny() -> Config:
   """A tiny CNN for smoke runs and tests: 2 stages, a few thousand parameters."""
   return Config(variant="tiny", model="tiny", epochs=3, batch_size=32,
@@ -201,7 +212,7 @@ def tiny() -> Config:
 
 VARIANTS: dict[str, Callable[[], Config]] = {
     "basic": basic, "early-stopping": early_stopping, "augmented": augmented,
-    "augmented-long": augmented_long, "tiny": tiny}
+    "augmented-long": augmented_long, "shipped": shipped, "tiny": tiny}
 
 
 def get_config(variant: str) -> Config:

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# One lent GPU machine's session of runs (experiments/README.md: "The shipped model"
+# and "The two-hour recipe"), all at once on one GPU, each as
+# `python -m ferjax.train` runs it, on the images `experiments/gpu_runs.py pack` made:
+#   shipped-s{0,1,2}: `--variant shipped --seed S` (the shipped model's recipe)
+#   augmented-s0:     `--variant augmented` (today's two-hour CPU recipe)
+#   slim40-s{0,1}, slim30-s0: `--variant augmented --set model=vgg_slim --set epochs=E`
+#                     (about as many epochs of the slimmer net as two hours buy on a
+#                     2-core AMD EPYC, 40, and on a 2-core Xeon, 30)
+# Every run ends in time: at DEADLINE seconds it is interrupted (it saves and exits 3)
+# and its best checkpoint is exported all the same; the log says so.
+# Usage (on the GPU machine, from the project root):
+#   OUT=dir bash experiments/gpu_sweep.sh
+set -u
+export PYTHONPATH=. PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+PACK=${PACK:-.gpu/train6.zip}
+DEADLINE=${DEADLINE:-480}
+W=runs/gpu
+mkdir -p "$W"
+nvidia-smi -L
+python3 -c 'import jax, flax, optax, orbax.checkpoint as o; print("jax", jax.__version__, "flax", flax.__version__, jax.devices())'
+nvidia-cuda-mps-control -d 2>/dev/null && echo "MPS started" || echo "MPS not started"
+
+start=$(date +%s)
+launch() {  # NAME ARGS...
+  local name=$1; shift
+  timeout -s INT -k 30 "$DEADLINE" python3 experiments/gpu_runs.py train --pack "$PACK" \
+      -- --workdir "$W/$name" "$@" >"$W/$name.log" 2>&1 &
+}
+for s in 0 1 2; do launch shipped-s$s --variant shipped --seed $s; done
+launch augmented-s0 --variant augmented --seed 0
+for run in 40:0 40:1 30:0; do
+  e=${run%:*} s=${run#*:}
+  launch slim$e-s$s --variant augmented --seed $s --set model=vgg_slim --set epochs=$e
+done
+while [ "$(jobs -r | wc -l)" -gt 0 ]; do
+  sleep 60
+  echo "t=$(( $(date +%s) - start ))s running=$(jobs -r | wc -l)" \
+       "$(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader)"
+  for f in "$W"/*.log; do
+    printf '  %s: %s\n' "$(basename "$f" .log)" \
+        "$(grep -a -o 'epoch [0-9]*/[0-9]*.*' "$f" | tail -1 | cut -c1-100)"
+  done
+done
+wait
+echo "all runs ended after $(( $(date +%s) - start ))s"
+for d in "$W"/*/; do
+  name=$(basename "$d")
+  python3 -m ferjax.export --workdir "$d" "$OUT/$name.npz" || echo "export $name failed" &
+done
+wait
+tar czf "$OUT/runs.tar.gz" --exclude='checkpoints' --exclude='*.lock' "$W"
+ls -la "$OUT"
