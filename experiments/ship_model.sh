@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# Ships a finished `augmented` run as ferjax's pretrained model and records what the
-# README shows: python -m ferjax.train --variant augmented --data "$DATA" first, then
-#   bash experiments/ship_model.sh [RUN_DIR] [DATA]
+# Ships a trained model as ferjax's pretrained model and records what the README shows.
+#   bash experiments/ship_model.sh RUN WEIGHTS OUT [DATA]
+# RUN: the run's folder (config.json, metrics.jsonl, report.json, curves.png; its
+#   checkpoints may stay on the machine that trained it);
+# WEIGHTS: `python -m ferjax.export --workdir RUN WEIGHTS`, written where it trained;
+# OUT: the results folder (experiments/results/...) for the figures measured here.
+# The shipped model: RUN=experiments/results/gpu_h200/shipped-s1, its weights from
+# experiments/gpu_sweep.sh, OUT=RUN (experiments/README.md, "The shipped model").
 set -euo pipefail
-RUN=${1:-runs/augmented}
-DATA=${2:-../shared/data/fer2013.zip}
-OUT=experiments/results/augmented_cpu
+RUN=$1 WEIGHTS=$2 OUT=$3
+DATA=${4:-../shared/data/fer2013.zip}
 mkdir -p "$OUT" docs/img
-cp "$RUN"/{config.json,metrics.jsonl,report.json} "$OUT"/
-[ -f "$RUN/data.json" ] && cp "$RUN/data.json" "$OUT"/
-python -m ferjax.export --workdir "$RUN" ferjax/pretrained/fer6.npz
-# The float16 file against the float32 run, on test and validation.
-for split in test validation; do
+for f in config.json metrics.jsonl report.json data.json; do
+  [ -f "$OUT/$f" ] || cp "$RUN/$f" "$OUT"/
+done
+cp "$WEIGHTS" ferjax/pretrained/fer6.npz
+# The float16 file on this CPU: test, validation and clean train (the run's own cut).
+for split in test validation train; do
   python -m ferjax.evaluate --pretrained --data "$DATA" --split $split --json \
     > "$OUT/pretrained_$split.json"
 done
@@ -19,6 +24,14 @@ python -m ferjax.bench --predict --json > "$OUT/bench_predict.json"
 python -m ferjax.loadtest --clients 16 --seconds 20 > "$OUT/loadtest.json"
 python -m ferjax.predict --sample --annotate docs/img/ > "$OUT/predict_sample.txt"
 python experiments/screenshot_page.py "$(python -c 'from ferjax.predict import sample_photo_path as p; print(p())')" docs/img/page.png
-# The run's pictures live once, in docs/img/ (the README shows them).
+# The pictures live once, in docs/img/ (the README shows them): the run's curves, and
+# the confusion matrix of the shipped file on the test split.
 cp "$RUN/curves.png" docs/img/curves.png
-cp "$RUN/confusion.png" docs/img/confusion.png
+python - "$OUT/pretrained_test.json" <<'EOF'
+import json, sys
+from pathlib import Path
+from ferjax import report
+summary = json.loads(Path(sys.argv[1]).read_text())
+report.plot_confusion(summary, Path("docs/img/confusion.png"),
+                      title=f"the shipped model ({summary['model']}, float16 file)")
+EOF

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ferjax import configs, input_pipeline, malloc, ops, train
+from ferjax import cli, configs, input_pipeline, malloc, ops, train
 from ferjax import state as state_lib
 from ferjax.augment import NO_AUGMENT
 from ferjax.errors import run_cli
@@ -249,10 +249,10 @@ def main(argv=None) -> None:
                  help="untimed repeats before timing, after compilation: at least N "
                  "(default 1), then more until resident memory stops growing (at most "
                  f"{MAX_EXTRA_WARMUP} more); 0: none")
-  p.add_argument("--dtype", choices=configs.DTYPES)
-  p.add_argument("--eval-dtype", choices=configs.DTYPES,
-                 help="compute dtype of eval and TTA (default: --dtype), as "
-                 "python -m ferjax.evaluate --dtype runs them")
+  cli.add_dtype_flag(p, help="compute dtype of the train step")
+  cli.add_dtype_flag(p, flag="--eval-dtype", help="compute dtype of eval and TTA "
+                     "(default: --dtype), as python -m ferjax.evaluate --dtype runs them")
+  cli.add_set_flag(p)
   p.add_argument("--no-augment", action="store_true",
                  help="switch augmentation off (the network alone)")
   p.add_argument("--winograd-mb", metavar="FORWARD,GRAD[,WHOLE]",
@@ -292,7 +292,7 @@ def main(argv=None) -> None:
                                  ("model", args.model)) if v is not None}
   if args.no_augment:
     overrides["augment"] = NO_AUGMENT
-  config = dataclasses.replace(config, **overrides)
+  config = configs.with_overrides(dataclasses.replace(config, **overrides), args.set)
   out = run(config, steps=args.steps, repeats=args.repeats, warmup=args.warmup,
             eval_dtype=args.eval_dtype)
   if args.json:

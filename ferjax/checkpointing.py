@@ -20,7 +20,13 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
+from ferjax.errors import FerjaxError, describe_os_error
+
 logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+class CheckpointWriteError(FerjaxError):
+  """A checkpoint could not be written (a full disk, say)."""
 
 
 class Checkpoints:
@@ -29,6 +35,7 @@ class Checkpoints:
   def __init__(self, workdir: str | Path, *, create: bool = True):
     """`create=False` (for readers: evaluate, export) never creates folders."""
     root = Path(workdir).resolve() / "checkpoints"
+    self._root = root
     if create:
       # A save killed half-way leaves orbax's temporary folder; it is never resumed.
       for stale in root.glob("*/*orbax-checkpoint-tmp*"):
@@ -39,13 +46,28 @@ class Checkpoints:
                       for name in ("latest", "best")}
 
   def save(self, which: str, step: int, state: Any, extra: dict) -> None:
-    """Saves `state` and `extra` as checkpoint `which` ('latest' or 'best') at `step`."""
+    """Saves `state` and `extra` as checkpoint `which` ('latest' or 'best') at `step`.
+
+    Waits until it is on disk (a second at most at an epoch's end), so that a failed
+    write is reported now, as a CheckpointWriteError, not one epoch later.
+    """
     mngr = self._managers[which]
-    mngr.wait_until_finished()
-    if step in mngr.all_steps():  # e.g. an interrupt at an epoch's last step, then its end
-      mngr.delete(step)
-    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                            extra=ocp.args.JsonSave(extra)))
+    try:
+      mngr.wait_until_finished()
+      if step in mngr.all_steps():  # e.g. an interrupt at an epoch's last step, then its end
+        mngr.delete(step)
+      mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                              extra=ocp.args.JsonSave(extra)))
+      mngr.wait_until_finished()
+    except Exception as e:  # orbax and tensorstore wrap OSErrors in their own types
+      raise self._write_error(which, e) from e
+
+  def _write_error(self, which: str, e: Exception) -> CheckpointWriteError:
+    return CheckpointWriteError(
+        f"Could not write the '{which}' checkpoint to '{self._root / which}': "
+        f"{describe_os_error(e)}. Free some disk space (or fix the folder) and run the "
+        "same command again: training resumes from the last checkpoint written "
+        "completely, and no finished epoch before it is lost.")
 
   def latest_step(self, which: str = "latest") -> int | None:
     return self._managers[which].latest_step()
@@ -63,8 +85,11 @@ class Checkpoints:
 
   def wait(self) -> None:
     """Blocks until every asynchronous save has reached the disk."""
-    for mngr in self._managers.values():
-      mngr.wait_until_finished()
+    for which, mngr in self._managers.items():
+      try:
+        mngr.wait_until_finished()
+      except Exception as e:
+        raise self._write_error(which, e) from e
 
   def close(self) -> None:
     for mngr in self._managers.values():

@@ -20,8 +20,12 @@ from ferjax.errors import ConfigError
 # Compute dtypes (bfloat16: mixed precision, float32 parameters).
 DTYPES = ("float32", "bfloat16")
 # The allowed values of the config's string fields.
+# How convolutions are computed (ferjax.ops): "auto" picks per layer and backend; "xla"
+# is XLA's own convolution everywhere; the others force one CPU kernel for every layer.
+CONV_IMPLS = ("auto", "xla", "im2col", "chunked", "winograd")
 CHOICES = {"optimizer": ("adam", "adamw", "sgd"), "schedule": ("constant", "cosine"),
-           "monitor": ("val_loss", "val_accuracy"), "dtype": DTYPES}
+           "monitor": ("val_loss", "val_accuracy"), "dtype": DTYPES,
+           "conv_impl": CONV_IMPLS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +54,9 @@ class Config:
   # Side of the square the network sees. Below 48, training takes a random crop of
   # each augmented image, evaluation the centre crop and TTA the ten-crop views.
   input_size: int = 48
+  # How the convolutions are computed (CONV_IMPLS): the same parameters and, to
+  # float rounding, the same outputs; only speed differs (docs/performance.md).
+  conv_impl: str = "auto"
 
   def __post_init__(self):
     for name, allowed in CHOICES.items():

@@ -19,7 +19,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ferjax import inference, input_pipeline, malloc, report
+from ferjax import cli, inference, input_pipeline, malloc, report
 from ferjax.configs import DTYPES, Config
 from ferjax.errors import ConfigError, run_cli
 
@@ -90,11 +90,10 @@ def main(argv=None) -> None:
   which.add_argument("--weights", help="a weights file from `python -m ferjax.export`")
   which.add_argument("--pretrained", action="store_true",
                      help="the model that ships with ferjax")
-  p.add_argument("--data", default=None, help="FER2013 zip, csv or folder")
-  p.add_argument("--data-dir", default=None, help="TFDS data dir")
+  cli.add_data_flags(p)
   p.add_argument("--split", default="test", choices=SPLITS)
-  p.add_argument("--dtype", choices=DTYPES,
-                 help="compute dtype to predict in (default: the run's training dtype)")
+  cli.add_dtype_flag(p, help="compute dtype to predict in (default: the run's training "
+                     "dtype)")
   p.add_argument("--json", action="store_true", help="print one JSON object")
   args = p.parse_args(argv)
   out = evaluate(workdir=args.workdir, weights=args.weights, pretrained=args.pretrained,

@@ -80,7 +80,16 @@ def load_fer2013(data: str | os.PathLike | None, *, splits: tuple[str, ...],
     print(f"Preparing FER2013 from {path} (once; cached in {builder.data_dir})",
           file=sys.stderr)
     _quiet_absl()
-    builder.download_and_prepare()
+    import tensorflow_datasets as tfds
+    t0 = time.perf_counter()
+    # TFDS's own bars end with a carriage return, not a new line, so whatever is
+    # printed next lands on the bar's line; preparing takes seconds, not minutes.
+    tfds.disable_progress_bar()
+    try:
+      builder.download_and_prepare()
+    finally:
+      tfds.enable_progress_bar()
+    print(f"Prepared in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     if builder.converted:
       print(f"warning: {builder.converted} images were not 48x48 grayscale and were "
             "converted (grayscale, center crop, resize to 48x48)", file=sys.stderr)

@@ -83,3 +83,13 @@ def reexec_with_mimalloc() -> None:
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
   except OSError:
     return
+
+
+def rss_mib() -> tuple[float, float] | None:
+  """This process's resident memory now and at its peak, in MiB (Linux; else None)."""
+  try:
+    with open("/proc/self/status") as f:
+      fields = dict(line.split(":", 1) for line in f if ":" in line)
+    return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
+  except (OSError, KeyError, ValueError):
+    return None

@@ -109,10 +109,14 @@ MODELS = {"seed_cnn": SeedCNN, "vgg": VGG, "vgg_slim": VGGSlim, "vgg_small": VGG
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def create_model(name: str, *, num_classes: int, dtype=jnp.float32) -> nn.Module:
+def create_model(name: str, *, num_classes: int, dtype=jnp.float32,
+                 conv_impl: str = "auto") -> nn.Module:
   """The architecture registered as `name`, computing in `dtype` (a dtype or one of
-  COMPUTE_DTYPES' names)."""
+  COMPUTE_DTYPES' names), its convolutions by `conv_impl` ("auto" or CONV_IMPLS)."""
   dtype = COMPUTE_DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
   if name not in MODELS:
     raise ValueError(f"unknown model '{name}'; known: {', '.join(MODELS)}")
-  return MODELS[name](num_classes=num_classes, dtype=dtype)
+  if conv_impl != "auto" and conv_impl not in CONV_IMPLS:
+    raise ValueError(f"unknown conv_impl '{conv_impl}'; known: auto, "
+                     f"{', '.join(CONV_IMPLS)}")
+  return MODELS[name](num_classes=num_classes, dtype=dtype, conv_impl=conv_impl)

@@ -77,7 +77,7 @@ def make_optimizer(config: Config, steps_per_epoch: int):
 
 def create_model(config: Config):
   return models.create_model(config.model, num_classes=config.num_classes,
-                             dtype=config.dtype)
+                             dtype=config.dtype, conv_impl=config.conv_impl)
 
 
 def create_train_state(config: Config, *, key: jax.Array, steps_per_epoch: int

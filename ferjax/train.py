@@ -30,7 +30,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ferjax import augment as augment_lib
-from ferjax import checkpointing, configs, input_pipeline, malloc, report
+from ferjax import checkpointing, cli, configs, input_pipeline, malloc, report
 from ferjax.inference import predict_step, to_unit
 from ferjax.state import (TrainState, abstract_like, check_batch_size, host_slice,
                           init_state, make_mesh, make_optimizer, shard_batch)
@@ -471,6 +471,9 @@ def _train_and_evaluate(config: Config, workdir: Path, *, data, data_dir, mesh,
                "epoch_seconds": round(time.perf_counter() - t0, 3),
                "images_per_second": round((done_steps - start) * config.batch_size
                                           / max(train_seconds, 1e-9), 1)}
+        rss = malloc.rss_mib()
+        if rss is not None:  # resident memory now and at its peak
+          row["rss_mib"], row["peak_rss_mib"] = round(rss[0]), round(rss[1])
         history.append(row)
         if jax.process_index() == 0:
           with metrics_path.open("a") as f:
@@ -583,11 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
       formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--variant", default="augmented", choices=list(configs.VARIANTS),
                  help="which model and recipe (default: augmented)")
-  p.add_argument("--data", default=None,
-                 help="FER2013 zip, csv or folder (default: $FERJAX_DATA, else the TFDS "
-                      "manual dir)")
-  p.add_argument("--data-dir", default=None,
-                 help="TFDS data dir for the prepared data (default: ~/tensorflow_datasets)")
+  cli.add_data_flags(p)
   p.add_argument("--workdir", default=None,
                  help="where checkpoints and reports go (default: runs/VARIANT)")
   p.add_argument("--epochs", type=int, help="maximum epochs")
@@ -600,13 +599,10 @@ def build_parser() -> argparse.ArgumentParser:
                  help="6 (default; Disgust dropped) or 7")
   p.add_argument("--train-limit", type=int,
                  help="train on the first N training images (stratified), for smoke runs")
-  p.add_argument("--dtype", choices=configs.DTYPES,
-                 help="compute dtype; bfloat16: mixed precision (float32 parameters), "
-                 "faster on GPUs, TPUs and CPUs with bfloat16 matmul units (AMX)")
-  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                 help="set any config field, e.g. --set weight_decay=1e-4 --set "
-                 "augment.max_rotation=15 (repeatable; fields: "
-                 + ", ".join(sorted(configs.field_types())) + ")")
+  cli.add_dtype_flag(p, help="compute dtype; bfloat16: mixed precision (float32 "
+                     "parameters), faster on GPUs, TPUs and CPUs with bfloat16 matmul "
+                     "units (AMX)")
+  cli.add_set_flag(p)
   return p
 
 

@@ -36,6 +36,7 @@ def test_set_reaches_top_level_and_augment_fields():
     ("learning_rate=-1", "learning_rate must be positive"),
     ("val_fraction=1.5", "val_fraction must be between 0 and 1"),
     ("epochs=ten", "invalid literal"),
+    ("conv_impl=fft", "conv_impl must be one of auto, xla, im2col, chunked, winograd"),
     ("early_stopping=maybe", "is not true or false"),
     ("no_such_field=1", "expected KEY=VALUE with KEY one of"),
     ("model=resnet99", "model must be one of"),
@@ -65,3 +66,34 @@ def test_unknown_keys_in_a_saved_config_are_refused():
 def test_steps_per_epoch_drops_the_remainder():
   assert configs.steps_per_epoch(1000, 128) == 7
   assert dataclasses.replace(configs.get_config("tiny"), epochs=1).epochs == 1
+
+
+def test_conv_impl_is_one_switch_recorded_with_the_run():
+  from ferjax import ops, state
+  assert configs.CONV_IMPLS == ("auto", *ops.CONV_IMPLS)  # the two lists agree
+  args = train.build_parser().parse_args(["--variant", "tiny", "--set", "conv_impl=xla"])
+  c = train.config_from_args(args)
+  assert state.create_model(c).conv_impl == "xla"
+  assert json.loads(c.to_json())["conv_impl"] == "xla"
+  # Workdirs written before the field existed read as "auto".
+  old = json.loads(configs.tiny().to_json())
+  del old["conv_impl"]
+  assert configs.Config.from_dict(old).conv_impl == "auto"
+
+
+def _help(main, capsys) -> str:
+  with pytest.raises(SystemExit):
+    main(["--help"])
+  return " ".join(capsys.readouterr().out.split())
+
+
+def test_commands_share_the_data_dtype_and_set_flags(capsys):
+  from ferjax import bench, evaluate
+  helps = {name: _help(m, capsys) for name, m in (
+      ("train", train.main), ("evaluate", evaluate.main), ("bench", bench.main))}
+  data = "--data DATA FER2013 zip, csv or folder (default: $FERJAX_DATA"
+  assert data in helps["train"] and data in helps["evaluate"]
+  for name in ("train", "evaluate", "bench"):
+    assert "--dtype {float32,bfloat16}" in helps[name]
+  for name in ("train", "bench"):
+    assert "--set KEY=VALUE set any config field" in helps[name]

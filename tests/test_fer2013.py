@@ -116,6 +116,9 @@ def test_odd_images_are_converted_with_one_warning(tmp_path, capsys):
   assert len(out) == len(y) + 2 and out.images.shape[1:] == (48, 48)
   err = capsys.readouterr().err
   assert err.count("warning:") == 1 and "2 images were not 48x48 grayscale" in err
+  # On a line of its own: no progress bar left on the line it is printed on.
+  assert "\r" not in err, err
+  assert any(line.startswith("warning: 2 images") for line in err.splitlines())
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -96,21 +96,3 @@ def test_the_shipped_model_loads_and_predicts():
   assert zipfile.is_zipfile(path)
 
 
-def test_evaluate_a_weights_file_like_its_run(trained_tiny, tiny_weights, toy_zip,
-                                              tfds_dir, capsys):
-  from ferjax import evaluate
-  from ferjax.errors import ConfigError
-  by_run = evaluate.evaluate(workdir=trained_tiny, data=toy_zip, data_dir=tfds_dir)
-  evaluate.main(["--weights", str(tiny_weights), "--data", str(toy_zip), "--data-dir",
-                 str(tfds_dir), "--json"])
-  by_file = json.loads(capsys.readouterr().out)
-  assert by_file["n"] == by_run["n"] == 36  # 6 classes x 6 test images
-  assert abs(by_file["accuracy"] - by_run["accuracy"]) <= 1 / 36
-  # Validation: the same cut of train/ as the run's (recorded in the file).
-  val = evaluate.evaluate(weights=tiny_weights, data=toy_zip, data_dir=tfds_dir,
-                          split="validation")
-  assert val["n"] == json.loads((trained_tiny / "report.json").read_text())[
-      "validation"]["n"]
-  with pytest.raises(ConfigError, match="Say which model"):
-    evaluate.evaluate(data=toy_zip)
-  assert not (tiny_weights.parent / "checkpoints").exists()

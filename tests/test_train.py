@@ -45,6 +45,8 @@ def test_accuracy_rises_on_a_learnable_toy_set(tmp_path, toy_zip, tfds_dir):
     assert (tmp_path / f).stat().st_size > 0
   assert set(rows[0]) >= {"train_loss", "train_accuracy", "val_loss", "val_accuracy",
                           "learning_rate", "epoch_seconds", "images_per_second"}
+  if sys.platform == "linux":  # resident memory, now and at its peak
+    assert 0 < rows[-1]["rss_mib"] <= rows[-1]["peak_rss_mib"]
 
 
 def test_early_stopping_stops_and_keeps_the_best(tmp_path, toy_zip, tfds_dir):
@@ -80,7 +82,8 @@ def test_resume_equals_uninterrupted_and_no_recompilation(tmp_path, toy_zip, tfd
   jax.tree.map(np.testing.assert_array_equal, a, b)
   rows = lambda d: (d / "metrics.jsonl").read_text().splitlines()
   strip = lambda r: {k: v for k, v in json.loads(r).items()
-                     if k not in ("epoch_seconds", "images_per_second")}
+                     if k not in ("epoch_seconds", "images_per_second", "rss_mib",
+                                  "peak_rss_mib")}
   assert [strip(r) for r in rows(tmp_path / "a")] == [strip(r) for r in rows(tmp_path / "b")]
   assert got["test"]["accuracy"] == ref["test"]["accuracy"]
   assert got["validation"]["confusion_matrix"] == ref["validation"]["confusion_matrix"]

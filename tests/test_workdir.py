@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ferjax import checkpointing, configs, report, train
+from ferjax import configs, report, train
 from ferjax.errors import ConfigError, DataError, run_cli
 from conftest import make_images, write_zip
 
@@ -79,12 +79,6 @@ def test_bad_arguments_get_messages_before_any_work(tmp_path, capsys):
                                   *args]))
     err = capsys.readouterr().err
     assert e.value.code == 2 and message in err and "Traceback" not in err, err
-
-
-def test_readers_do_not_create_checkpoint_folders(tmp_path):
-  ckpt = checkpointing.Checkpoints(tmp_path, create=False)
-  ckpt.close()
-  assert not (tmp_path / "checkpoints").exists()
 
 
 def test_eval_batch_divides_over_any_device_count():
