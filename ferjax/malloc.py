@@ -4,9 +4,15 @@ XLA's CPU backend allocates each train step's temporaries afresh: one block of a
 1.2 GB for the augmented network at batch 128. The C library's malloc maps a block that
 large with mmap and unmaps it when it is freed, so every step faults all of its pages in
 again (320,000 page faults, 0.5-0.9 s of system time in a 1.5-1.8 s step on a 2-core
-machine). mimalloc, told never to give freed memory back to the system
-(`MIMALLOC_PURGE_DELAY=-1`), hands the next step the same pages: no page faults, and
-the augmented train step runs about a quarter faster (README, "Performance").
+machine). mimalloc hands the next step the same pages: no page faults, and the train
+step runs about a quarter faster (docs/performance.md).
+
+It gives memory back to the system only after it has lain unused for a second
+(`MIMALLOC_PURGE_DELAY=1000`, in ms): a train step reuses its pages long before that,
+while the buffers of other phases (evaluation, checkpoints) and of idle threads are
+returned. Never giving memory back (-1) was as fast, but a training run's resident
+size then grew epoch after epoch to the sum of every thread's and phase's peak (11 GiB
+for the augmented recipe of the time).
 
 The malloc of a running process cannot be swapped, so `python -m ferjax.train`,
 `ferjax.evaluate` and `ferjax.bench`, run as commands, call `reexec_with_mimalloc()`
@@ -15,9 +21,6 @@ preloaded (`LD_PRELOAD`); the new process imports the modules again (about a
 second). It does nothing where the `cmeel-mimalloc` wheel is not installed, off Linux,
 where a malloc is already preloaded (`current()`), or with `FERJAX_MALLOC=system`,
 which keeps the C library's malloc.
-
-Memory freed by one step stays with the process until it exits, so its resident size
-stays at its peak instead of falling between steps.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ def reexec_with_mimalloc() -> None:
     return
   env = dict(os.environ)
   env["LD_PRELOAD"] = f"{lib} {os.environ.get('LD_PRELOAD', '')}".strip()
-  env.setdefault("MIMALLOC_PURGE_DELAY", "-1")
+  env.setdefault("MIMALLOC_PURGE_DELAY", "1000")
   sys.stdout.flush()
   sys.stderr.flush()
   # argv[0] is the interpreter's full path: Python finds its prefix (and venv) from it.
