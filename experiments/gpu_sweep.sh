@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# One lent GPU machine's session of runs (experiments/README.md: "The shipped model"
-# and "The two-hour recipe"), all at once on one GPU, each as
-# `python -m ferjax.train` runs it, on the images `experiments/gpu_runs.py pack` made:
+# Runs on a lent GPU machine (experiments/README.md: "The shipped model" and "The
+# two-hour recipe"), all at once on one GPU, each as `python -m ferjax.train` runs it,
+# on the images `experiments/gpu_runs.py pack` made. SET=1 (the first call):
 #   shipped-s{0,1,2}: `--variant shipped --seed S` (the shipped model's recipe)
-#   augmented-s0:     `--variant augmented` (today's two-hour CPU recipe)
+#   augmented-s0:     `--variant augmented` (the two-hour CPU recipe of the time)
 #   slim40-s{0,1}, slim30-s0: `--variant augmented --set model=vgg_slim --set epochs=E`
 #                     (about as many epochs of the slimmer net as two hours buy on a
 #                     2-core AMD EPYC, 40, and on a 2-core Xeon, 30)
+# SET=2 (the second call, more seeds of the two-hour candidates):
+#   augmented-s{1,2}, slim40-s2
 # Every run ends in time: at DEADLINE seconds it is interrupted (it saves and exits 3)
 # and its best checkpoint is exported all the same; the log says so.
 # Usage (on the GPU machine, from the project root):
-#   OUT=dir bash experiments/gpu_sweep.sh
+#   OUT=dir SET=1|2 bash experiments/gpu_sweep.sh
 set -u
 export PYTHONPATH=. PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 PACK=${PACK:-.gpu/train6.zip}
@@ -27,14 +29,19 @@ launch() {  # NAME ARGS...
   timeout -s INT -k 30 "$DEADLINE" python3 experiments/gpu_runs.py train --pack "$PACK" \
       -- --workdir "$W/$name" "$@" >"$W/$name.log" 2>&1 &
 }
-for s in 0 1 2; do launch shipped-s$s --variant shipped --seed $s; done
-launch augmented-s0 --variant augmented --seed 0
-for run in 40:0 40:1 30:0; do
-  e=${run%:*} s=${run#*:}
-  launch slim$e-s$s --variant augmented --seed $s --set model=vgg_slim --set epochs=$e
-done
+slim() {  # EPOCHS SEED
+  launch slim$1-s$2 --variant augmented --seed $2 --set model=vgg_slim --set epochs=$1
+}
+if [ "${SET:-1}" = 1 ]; then
+  for s in 0 1 2; do launch shipped-s$s --variant shipped --seed $s; done
+  launch augmented-s0 --variant augmented --seed 0
+  slim 40 0; slim 40 1; slim 30 0
+else
+  for s in 1 2; do launch augmented-s$s --variant augmented --seed $s; done
+  slim 40 2
+fi
 while [ "$(jobs -r | wc -l)" -gt 0 ]; do
-  sleep 60
+  sleep ${POLL:-60}
   echo "t=$(( $(date +%s) - start ))s running=$(jobs -r | wc -l)" \
        "$(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader)"
   for f in "$W"/*.log; do

@@ -16,10 +16,12 @@ for f in config.json metrics.jsonl report.json data.json; do
 done
 cp "$WEIGHTS" ferjax/pretrained/fer6.npz
 # The float16 file on this CPU: test, validation and clean train (the run's own cut).
-for split in test validation train; do
+for split in test validation; do
   python -m ferjax.evaluate --pretrained --data "$DATA" --split $split --json \
     > "$OUT/pretrained_$split.json"
 done
+python -m ferjax.evaluate --pretrained --data "$DATA" --split train --no-tta --json \
+  > "$OUT/pretrained_train.json"
 python -m ferjax.bench --predict --json > "$OUT/bench_predict.json"
 python -m ferjax.loadtest --clients 16 --seconds 20 > "$OUT/loadtest.json"
 python -m ferjax.predict --sample --annotate docs/img/ > "$OUT/predict_sample.txt"

@@ -61,9 +61,10 @@ def load_split(split: str, *, num_classes: int, data=None, data_dir=None,
 
 
 def evaluate(*, workdir=None, weights=None, pretrained: bool = False, data=None,
-             data_dir=None, split: str = "test", dtype: str | None = None) -> dict:
-  """Accuracy with and without TTA, per-class recall and confusion matrix on `split`,
-  predicted in `dtype` (default: the model's own)."""
+             data_dir=None, split: str = "test", dtype: str | None = None,
+             tta: bool = True) -> dict:
+  """Accuracy with and (if `tta`) without TTA, per-class recall and confusion matrix
+  on `split`, predicted in `dtype` (default: the model's own)."""
   if split not in SPLITS:
     raise ConfigError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
   clf = load_classifier(workdir=workdir, weights=weights, pretrained=pretrained,
@@ -77,7 +78,7 @@ def evaluate(*, workdir=None, weights=None, pretrained: bool = False, data=None,
   data_split = load_split(split, num_classes=clf.info.num_classes, data=data,
                           data_dir=data_dir, **cut)
   probs = clf.classify(data_split.images)
-  probs_tta = clf.classify(data_split.images, tta=True)
+  probs_tta = clf.classify(data_split.images, tta=True) if tta else None
   out = report.summarize(data_split.labels, probs, probs_tta, clf.classes, split)
   return {**out, "model": clf.info.model, "dtype": clf.info.dtype}
 
@@ -94,16 +95,19 @@ def main(argv=None) -> None:
   p.add_argument("--split", default="test", choices=SPLITS)
   cli.add_dtype_flag(p, help="compute dtype to predict in (default: the run's training "
                      "dtype)")
+  p.add_argument("--no-tta", action="store_true",
+                 help="skip the ten-view TTA pass (it takes ten times as long)")
   p.add_argument("--json", action="store_true", help="print one JSON object")
   args = p.parse_args(argv)
   out = evaluate(workdir=args.workdir, weights=args.weights, pretrained=args.pretrained,
                  data=args.data, data_dir=args.data_dir, split=args.split,
-                 dtype=args.dtype)
+                 dtype=args.dtype, tta=not args.no_tta)
   if args.json:
     print(json.dumps(out))
     return
-  print(f"{out['split']}: {out['n']} images, accuracy {out['accuracy']:.4f}, "
-        f"with TTA {out['accuracy_tta']:.4f} ({out['model']}, {out['dtype']})")
+  tta = "" if out["accuracy_tta"] is None else f", with TTA {out['accuracy_tta']:.4f}"
+  print(f"{out['split']}: {out['n']} images, accuracy {out['accuracy']:.4f}{tta} "
+        f"({out['model']}, {out['dtype']})")
   for name, r in out["per_class_recall"].items():
     print(f"  {name:9s} recall {'-' if r is None else f'{r:.4f}'}")
 

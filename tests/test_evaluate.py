@@ -21,6 +21,9 @@ def test_evaluate_a_weights_file_like_its_run(trained_tiny, tiny_weights, toy_zi
                           split="validation")
   assert val["n"] == json.loads((trained_tiny / "report.json").read_text())[
       "validation"]["n"]
+  quick = evaluate.evaluate(weights=tiny_weights, data=toy_zip, data_dir=tfds_dir,
+                            tta=False)
+  assert quick["accuracy_tta"] is None and quick["accuracy"] == by_file["accuracy"]
   with pytest.raises(ConfigError, match="Say which model"):
     evaluate.evaluate(data=toy_zip)
   assert not (tiny_weights.parent / "checkpoints").exists()
