@@ -23,15 +23,13 @@ import threading
 import time
 from contextlib import contextmanager
 
+from ferjax import malloc
 from ferjax.errors import run_cli
 
 
 def _rss_mib() -> float:
-  with open("/proc/self/status") as f:
-    for line in f:
-      if line.startswith("VmRSS:"):
-        return int(line.split()[1]) / 1024
-  return float("nan")
+  rss = malloc.rss_mib()
+  return rss[0] if rss is not None else float("nan")
 
 
 def sample_photo() -> bytes:
