@@ -19,10 +19,10 @@ from ferjax.errors import ConfigError
 
 # Compute dtypes (bfloat16: mixed precision, float32 parameters).
 DTYPES = ("float32", "bfloat16")
-# The allowed values of the config's string fields.
 # How convolutions are computed (ferjax.ops): "auto" picks per layer and backend; "xla"
 # is XLA's own convolution everywhere; the others force one CPU kernel for every layer.
 CONV_IMPLS = ("auto", "xla", "im2col", "chunked", "winograd")
+# The allowed values of the config's string fields.
 CHOICES = {"optimizer": ("adam", "adamw", "sgd"), "schedule": ("constant", "cosine"),
            "monitor": ("val_loss", "val_accuracy"), "dtype": DTYPES,
            "conv_impl": CONV_IMPLS}
