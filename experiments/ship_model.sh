@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ships a trained model as ferjax's pretrained model and records what the README shows.
 #   bash experiments/ship_model.sh RUN WEIGHTS OUT [DATA]
-# RUN: the run's folder (config.json, metrics.jsonl, report.json, curves.png; its
+# RUN: the run's folder (config.json, metrics.jsonl, report.json; its
 #   checkpoints may stay on the machine that trained it);
 # WEIGHTS: `python -m ferjax.export --workdir RUN WEIGHTS`, written where it trained;
 # OUT: the results folder (experiments/results/...) for the figures measured here.
@@ -26,14 +26,18 @@ python -m ferjax.bench --predict --json > "$OUT/bench_predict.json"
 python -m ferjax.loadtest --clients 16 --seconds 20 > "$OUT/loadtest.json"
 python -m ferjax.predict --sample --annotate docs/img/ > "$OUT/predict_sample.txt"
 python experiments/screenshot_page.py "$(python -c 'from ferjax.predict import sample_photo_path as p; print(p())')" docs/img/page.png
-# The pictures live once, in docs/img/ (the README shows them): the run's curves, and
-# the confusion matrix of the shipped file on the test split.
-cp "$RUN/curves.png" docs/img/curves.png
-python - "$OUT/pretrained_test.json" <<'EOF'
+# The pictures live once, in docs/img/ (the README shows them): the run's curves, from
+# its metrics, and the confusion matrix of the shipped file on the test split.
+python - "$RUN" "$OUT/pretrained_test.json" <<'EOF'
 import json, sys
 from pathlib import Path
-from ferjax import report
-summary = json.loads(Path(sys.argv[1]).read_text())
+from ferjax import configs, report
+run, test = Path(sys.argv[1]), Path(sys.argv[2])
+config = configs.Config.from_dict(json.loads((run / "config.json").read_text()))
+report.plot_run_curves(report.read_metrics(run / "metrics.jsonl"), Path("docs/img/curves.png"),
+                       variant=config.variant, model=config.model,
+                       augmented=config.augment.enabled)
+summary = json.loads(test.read_text())
 report.plot_confusion(summary, Path("docs/img/confusion.png"),
                       title=f"the shipped model ({summary['model']}, float16 file)")
 EOF

@@ -78,6 +78,13 @@ def plot_curves(metrics: list[dict], path: Path, *, title: str,
   plt.close(fig)
 
 
+def plot_run_curves(metrics: list[dict], path: Path, *, variant: str, model: str,
+                    augmented: bool) -> None:
+  """`plot_curves` with a run's own title and train label (the workdir's curves.png)."""
+  plot_curves(metrics, path, title=f"ferjax {variant} ({model})",
+              train_label="train (augmented)" if augmented else "train")
+
+
 def plot_confusion(summary: dict, path: Path, *, title: str) -> None:
   """The confusion matrix, normalised per true class, with counts."""
   import matplotlib

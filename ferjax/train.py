@@ -556,12 +556,10 @@ def write_report(config: Config, workdir: Path, *, steps: Steps, ckpt, template,
     out["test"] = None
   if jax.process_index() == 0:
     (workdir / "report.json").write_text(json.dumps(out, indent=2))
-    title = f"ferjax {config.variant} ({config.model})"
-    report.plot_curves(history, workdir / "curves.png", title=title,
-                       train_label="train (augmented)" if config.augment.enabled
-                       else "train")
+    report.plot_run_curves(history, workdir / "curves.png", variant=config.variant,
+                           model=config.model, augmented=config.augment.enabled)
     report.plot_confusion(out["test"] or out["validation"], workdir / "confusion.png",
-                          title=title)
+                          title=f"ferjax {config.variant} ({config.model})")
   line = (f"{config.variant}: clean train accuracy {out['train_accuracy_clean']:.4f}, "
           f"validation {out['validation']['accuracy']:.4f}")
   if out["test"]:
