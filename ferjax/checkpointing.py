@@ -81,11 +81,6 @@ class Checkpoints:
         state=ocp.args.StandardRestore(template), extra=ocp.args.JsonRestore()))
     return restored["state"], dict(restored["extra"])
 
-  def wait(self) -> None:
-    """Blocks until every save has reached the disk (saves are synchronous now)."""
-    for mngr in self._managers.values():
-      mngr.wait_until_finished()
-
   def close(self) -> None:
     for mngr in self._managers.values():
       mngr.close()

@@ -414,91 +414,88 @@ def _train_and_evaluate(config: Config, workdir: Path, *, data, data_dir, mesh,
   loop_key = jax.random.fold_in(jax.random.key(config.seed), 1)
   sl = host_slice(config.batch_size)
   steps_this_call = 0
-  try:
-    with _StopSignal() as stop:
-      while loop.epoch < config.epochs and not loop.stopped_early:
-        epoch, start = loop.epoch, loop.step_in_epoch
-        sums = ({k: jnp.asarray(v) for k, v in loop.sums.items()}
-                if loop.sums else None)
-        batches = input_pipeline.Prefetcher(
-            ((im[sl], lb[sl]) for im, lb in input_pipeline.train_batches(
-                ds.train, batch_size=config.batch_size, seed=config.seed, epoch=epoch,
-                start_step=start)),
-            put=lambda b: shard_batch(mesh, *b))
-        progress = Progress(epoch=epoch + 1, epochs=config.epochs, total=spe,
-                            initial=start)
-        t0 = time.perf_counter()
-        done_steps, last_logged = start, start
-        interrupted = False
-        try:
-          for images, labels in batches:
-            state, m = steps.train(state, images, labels, loop_key)
-            sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
-            done_steps += 1
-            steps_this_call += 1
-            if done_steps % progress.log_every == 0 or done_steps == spe:
-              s = jax.device_get(sums)
-              _check_finite(s, epoch + 1, done_steps, ckpt)
-              rate = (done_steps - start) * config.batch_size / (time.perf_counter() - t0)
-              progress.update(done_steps, done_steps - last_logged,
-                              loss=f"{s['loss_sum'] / s['count']:.4f}",
-                              acc=f"{s['correct'] / s['count']:.4f}",
-                              img_s=f"{rate:.0f}")
-              last_logged = done_steps
-            if stop.received is not None or (stop_after_steps is not None and
-                                             steps_this_call >= stop_after_steps):
-              interrupted = True
-              break
-        finally:
-          progress.close()
-          batches.close()
-        train_seconds = time.perf_counter() - t0
-        s = jax.device_get(sums)
-        _check_finite(s, epoch + 1, done_steps, ckpt)
-        if interrupted and done_steps < spe:
-          loop.step_in_epoch = done_steps
-          loop.sums = {k: v.item() for k, v in s.items()}
-          ckpt.save("latest", int(state.step), state, loop.to_json())
-          return _stopped(ckpt, f"at epoch {epoch + 1}, step {done_steps}/{spe}")
-
-        val_probs = predict_split(steps, state, ds.val)
-        val_loss, val_acc = loss_and_accuracy(val_probs, ds.val.labels)
-        row = {"epoch": epoch + 1,
-               "train_loss": float(s["loss_sum"] / s["count"]),
-               "train_accuracy": float(s["correct"] / s["count"]),
-               "val_loss": val_loss, "val_accuracy": val_acc,
-               "learning_rate": float(schedule(int(state.step))),
-               "epoch_seconds": round(time.perf_counter() - t0, 3),
-               "images_per_second": round((done_steps - start) * config.batch_size
-                                          / max(train_seconds, 1e-9), 1)}
-        rss = malloc.rss_mib()
-        if rss is not None:  # resident memory now and at its peak
-          row["rss_mib"], row["peak_rss_mib"] = round(rss[0]), round(rss[1])
-        history.append(row)
-        if jax.process_index() == 0:
-          with metrics_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        value = row[config.monitor]
-        improved = loop.end_epoch(value, monitor=config.monitor)
-        if config.early_stopping and loop.wait >= config.patience:
-          loop.stopped_early = True
-        print(f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f} "
-              f"acc {row['train_accuracy']:.4f} | val loss {val_loss:.4f} "
-              f"acc {val_acc:.4f} | {row['epoch_seconds']:.0f}s "
-              f"{row['images_per_second']:.0f} img/s"
-              + (" *" if improved else ""), file=sys.stderr, flush=True)
-        # Without early stopping the final epoch is the model; with it, the best one.
-        if improved or not config.early_stopping:
-          ckpt.save("best", int(state.step), state, loop.to_json())
+  with _StopSignal() as stop:
+    while loop.epoch < config.epochs and not loop.stopped_early:
+      epoch, start = loop.epoch, loop.step_in_epoch
+      sums = ({k: jnp.asarray(v) for k, v in loop.sums.items()}
+              if loop.sums else None)
+      batches = input_pipeline.Prefetcher(
+          ((im[sl], lb[sl]) for im, lb in input_pipeline.train_batches(
+              ds.train, batch_size=config.batch_size, seed=config.seed, epoch=epoch,
+              start_step=start)),
+          put=lambda b: shard_batch(mesh, *b))
+      progress = Progress(epoch=epoch + 1, epochs=config.epochs, total=spe,
+                          initial=start)
+      t0 = time.perf_counter()
+      done_steps, last_logged = start, start
+      interrupted = False
+      try:
+        for images, labels in batches:
+          state, m = steps.train(state, images, labels, loop_key)
+          sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+          done_steps += 1
+          steps_this_call += 1
+          if done_steps % progress.log_every == 0 or done_steps == spe:
+            s = jax.device_get(sums)
+            _check_finite(s, epoch + 1, done_steps, ckpt)
+            rate = (done_steps - start) * config.batch_size / (time.perf_counter() - t0)
+            progress.update(done_steps, done_steps - last_logged,
+                            loss=f"{s['loss_sum'] / s['count']:.4f}",
+                            acc=f"{s['correct'] / s['count']:.4f}",
+                            img_s=f"{rate:.0f}")
+            last_logged = done_steps
+          if stop.received is not None or (stop_after_steps is not None and
+                                           steps_this_call >= stop_after_steps):
+            interrupted = True
+            break
+      finally:
+        progress.close()
+        batches.close()
+      train_seconds = time.perf_counter() - t0
+      s = jax.device_get(sums)
+      _check_finite(s, epoch + 1, done_steps, ckpt)
+      if interrupted and done_steps < spe:
+        loop.step_in_epoch = done_steps
+        loop.sums = {k: v.item() for k, v in s.items()}
         ckpt.save("latest", int(state.step), state, loop.to_json())
-        if loop.stopped_early:
-          print(f"Early stopping: no {config.monitor} improvement for "
-                f"{config.patience} epochs; best epoch {loop.best_epoch}.",
-                file=sys.stderr)
-        if interrupted:
-          return _stopped(ckpt, f"after epoch {epoch + 1}")
-  finally:
-    ckpt.wait()
+        return _stopped(f"at epoch {epoch + 1}, step {done_steps}/{spe}")
+
+      val_probs = predict_split(steps, state, ds.val)
+      val_loss, val_acc = loss_and_accuracy(val_probs, ds.val.labels)
+      row = {"epoch": epoch + 1,
+             "train_loss": float(s["loss_sum"] / s["count"]),
+             "train_accuracy": float(s["correct"] / s["count"]),
+             "val_loss": val_loss, "val_accuracy": val_acc,
+             "learning_rate": float(schedule(int(state.step))),
+             "epoch_seconds": round(time.perf_counter() - t0, 3),
+             "images_per_second": round((done_steps - start) * config.batch_size
+                                        / max(train_seconds, 1e-9), 1)}
+      rss = malloc.rss_mib()
+      if rss is not None:  # resident memory now and at its peak
+        row["rss_mib"], row["peak_rss_mib"] = round(rss[0]), round(rss[1])
+      history.append(row)
+      if jax.process_index() == 0:
+        with metrics_path.open("a") as f:
+          f.write(json.dumps(row) + "\n")
+      value = row[config.monitor]
+      improved = loop.end_epoch(value, monitor=config.monitor)
+      if config.early_stopping and loop.wait >= config.patience:
+        loop.stopped_early = True
+      print(f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f} "
+            f"acc {row['train_accuracy']:.4f} | val loss {val_loss:.4f} "
+            f"acc {val_acc:.4f} | {row['epoch_seconds']:.0f}s "
+            f"{row['images_per_second']:.0f} img/s"
+            + (" *" if improved else ""), file=sys.stderr, flush=True)
+      # Without early stopping the final epoch is the model; with it, the best one.
+      if improved or not config.early_stopping:
+        ckpt.save("best", int(state.step), state, loop.to_json())
+      ckpt.save("latest", int(state.step), state, loop.to_json())
+      if loop.stopped_early:
+        print(f"Early stopping: no {config.monitor} improvement for "
+              f"{config.patience} epochs; best epoch {loop.best_epoch}.",
+              file=sys.stderr)
+      if interrupted:
+        return _stopped(f"after epoch {epoch + 1}")
 
   result = write_report(config, workdir, steps=steps, ckpt=ckpt, template=template,
                         ds=ds, history=history, run=loop)
@@ -506,9 +503,8 @@ def _train_and_evaluate(config: Config, workdir: Path, *, data, data_dir, mesh,
   return result
 
 
-def _stopped(ckpt, where: str) -> None:
-  """Ends an interrupted run once its checkpoint is on disk (None: not finished)."""
-  ckpt.wait()
+def _stopped(where: str) -> None:
+  """Ends an interrupted run whose checkpoint is on disk (None: not finished)."""
   print(f"Checkpoint saved {where}; run the same command to resume.", file=sys.stderr)
   return None
 
