@@ -11,6 +11,8 @@ with `python -m ferjax.evaluate --weights`.
     python experiments/gpu_runs.py pack --data ../shared/data/fer2013.zip --out .gpu/train6.zip
     # there: train exactly as `python -m ferjax.train ARGS` would, on the packed images
     PYTHONPATH=. python experiments/gpu_runs.py train --pack .gpu/train6.zip -- ARGS
+    # there: weight averaging on top of a run (experiments/swa_finetune.py ARGS)
+    PYTHONPATH=. python experiments/gpu_runs.py swa --pack .gpu/train6.zip -- ARGS
 
 The test split does not travel: nothing there may look at it, and the report written
 there has no test row. `experiments/gpu_sweep.sh` runs the recipes of a session.
@@ -23,6 +25,7 @@ import hashlib
 import io
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -73,10 +76,9 @@ def unpack(path: str):
   return input_pipeline.Split(images, labels)
 
 
-def train(pack_path: str, argv: list[str]) -> None:
+def use_pack(pack_path: str) -> None:
+  """Makes `ferjax.input_pipeline.load_fer2013` return the packed training split."""
   from ferjax import input_pipeline
-  from ferjax import train as train_lib
-  from ferjax.errors import run_cli
   split = unpack(pack_path)
 
   def load_fer2013(data, *, splits, num_classes=6, data_dir=None, required=None):
@@ -86,7 +88,21 @@ def train(pack_path: str, argv: list[str]) -> None:
     return {"train": split}
 
   input_pipeline.load_fer2013 = load_fer2013
+
+
+def train(pack_path: str, argv: list[str]) -> None:
+  from ferjax import train as train_lib
+  from ferjax.errors import run_cli
+  use_pack(pack_path)
   run_cli(lambda: train_lib.main(argv))
+
+
+def swa(pack_path: str, argv: list[str]) -> None:
+  """`experiments/swa_finetune.py ARGS` on the packed images."""
+  sys.path.insert(0, str(Path(__file__).parent))
+  import swa_finetune
+  use_pack(pack_path)
+  swa_finetune.main(argv + ["--data", pack_path])
 
 
 def main() -> None:
@@ -100,13 +116,15 @@ def main() -> None:
   pk = sub.add_parser("pack")
   pk.add_argument("--data", required=True)
   pk.add_argument("--out", required=True)
-  tr = sub.add_parser("train")
-  tr.add_argument("--pack", required=True)
+  for name in ("train", "swa"):
+    sub.add_parser(name).add_argument("--pack", required=True)
   args = p.parse_args(argv)
   if args.cmd == "pack":
     pack(args.data, args.out)
-  else:
+  elif args.cmd == "train":
     train(args.pack, rest)
+  else:
+    swa(args.pack, rest)
 
 
 if __name__ == "__main__":
