@@ -9,10 +9,16 @@
 #                     2-core AMD EPYC, 40, and on a 2-core Xeon, 30)
 # SET=2 (the second call, more seeds of the two-hour candidates):
 #   augmented-s{1,2}, slim40-s2
+# SET=3 (prepared for the next lease, not run yet; the shipped model's 0.72 with TTA):
+#   shipped-s{3,4,5}:   more seeds of the shipped recipe, to choose among six
+#   shipped44-s{0,1,2}: the same on 44x44 crops (`--set input_size=44`; the
+#                       classifier takes about 518 crops/s there, 574 at 40x40)
+#   then, on each exported file, six epochs of weight averaging
+#   (`experiments/swa_finetune.py --lr-max 0.005`, into $OUT/swa-NAME/)
 # Every run ends in time: at DEADLINE seconds it is interrupted (it saves and exits 3)
 # and its best checkpoint is exported all the same; the log says so.
 # Usage (on the GPU machine, from the project root):
-#   OUT=dir SET=1|2 bash experiments/gpu_sweep.sh
+#   OUT=dir SET=1|2|3 bash experiments/gpu_sweep.sh
 set -u
 export PYTHONPATH=. PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 PACK=${PACK:-.gpu/train6.zip}
@@ -36,9 +42,14 @@ if [ "${SET:-1}" = 1 ]; then
   for s in 0 1 2; do launch shipped-s$s --variant shipped --seed $s; done
   launch augmented-s0 --variant augmented --seed 0
   slim 40 0; slim 40 1; slim 30 0
-else
+elif [ "$SET" = 2 ]; then
   for s in 1 2; do launch augmented-s$s --variant augmented --seed $s; done
   slim 40 2
+else
+  for s in 3 4 5; do launch shipped-s$s --variant shipped --seed $s; done
+  for s in 0 1 2; do
+    launch shipped44-s$s --variant shipped --seed $s --set input_size=44
+  done
 fi
 while [ "$(jobs -r | wc -l)" -gt 0 ]; do
   sleep ${POLL:-60}
@@ -56,5 +67,15 @@ for d in "$W"/*/; do
   python3 -m ferjax.export --workdir "$d" "$OUT/$name.npz" || echo "export $name failed" &
 done
 wait
+if [ "${SET:-1}" = 3 ]; then
+  for d in "$W"/*/; do
+    name=$(basename "$d")
+    [ -f "$OUT/$name.npz" ] || continue
+    timeout -k 30 "${SWA_DEADLINE:-240}" python3 experiments/gpu_runs.py swa --pack "$PACK" \
+        -- --weights "$OUT/$name.npz" --run "$d" --epochs 6 --lr-max 0.005 \
+        --out "$OUT/swa-$name" --results "$OUT/swa-$name" >"$OUT/swa-$name.log" 2>&1 &
+  done
+  wait
+fi
 tar czf "$OUT/runs.tar.gz" --exclude='checkpoints' --exclude='*.lock' "$W"
 ls -la "$OUT"
