@@ -30,11 +30,11 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from ferjax import augment as augment_lib
-from ferjax import configs, inference, input_pipeline, malloc, train
-from ferjax.state import TrainState, create_model, make_mesh, shard_batch
+from ferjax import configs, inference, input_pipeline, malloc, models, train
+from ferjax.state import (TrainState, create_model, make_mesh, optimizer_with_schedule,
+                          shard_batch)
 
 
 def cyclic_schedule(lr_max: float, lr_min: float, steps_per_epoch: int):
@@ -51,8 +51,6 @@ def make_bn_stats_fn(config: configs.Config, model):
   flax's BatchNorm updates running = m * running + (1 - m) * batch; from zero running
   statistics that is (1 - m) * batch, which this divides out.
   """
-  momentum = 0.9  # ferjax.models: every BatchNorm uses momentum 0.9
-
   @jax.jit
   def bn_stats(params, batch_stats, images, key):
     x = augment_lib.augment_batch(key, inference.to_unit(images), config.augment)
@@ -61,7 +59,7 @@ def make_bn_stats_fn(config: configs.Config, model):
     zeros = jax.tree.map(jnp.zeros_like, batch_stats)
     _, updates = model.apply({"params": params, "batch_stats": zeros}, x[..., None],
                              train=True, rngs={"dropout": key}, mutable=["batch_stats"])
-    return jax.tree.map(lambda u: u / (1 - momentum), updates["batch_stats"])
+    return jax.tree.map(lambda u: u / (1 - models.BN_MOMENTUM), updates["batch_stats"])
   return bn_stats
 
 
@@ -110,10 +108,7 @@ def main(argv=None) -> None:
   info, params, batch_stats = inference.load_weights(args.weights)
   mesh = make_mesh(jax.devices()[:1])
   spe = configs.steps_per_epoch(len(ds.train), config.batch_size)
-  decay_mask = lambda ps: jax.tree.map(lambda a: a.ndim > 1, ps)
-  tx = optax.chain(optax.add_decayed_weights(config.weight_decay, decay_mask),
-                   optax.sgd(cyclic_schedule(args.lr_max, args.lr_min, spe),
-                             momentum=0.9, nesterov=True))
+  tx = optimizer_with_schedule(config, cyclic_schedule(args.lr_max, args.lr_min, spe))
   model = create_model(config)
   state = TrainState.create(apply_fn=model.apply, params=params, tx=tx,
                             batch_stats=batch_stats)

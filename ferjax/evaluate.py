@@ -63,7 +63,7 @@ def load_split(split: str, *, num_classes: int, data=None, data_dir=None,
 def evaluate(*, workdir=None, weights=None, pretrained: bool = False, data=None,
              data_dir=None, split: str = "test", dtype: str | None = None,
              tta: bool = True) -> dict:
-  """Accuracy with and (if `tta`) without TTA, per-class recall and confusion matrix
+  """Accuracy without and (if `tta`) with TTA, per-class recall and confusion matrix
   on `split`, predicted in `dtype` (default: the model's own)."""
   if split not in SPLITS:
     raise ConfigError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")

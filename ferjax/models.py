@@ -18,6 +18,8 @@ from ferjax.ops import CONV_IMPLS, auto_conv_impl, max_pool_2x2
 # FER2013's pixel mean and standard deviation over the training set, in [0, 1] units.
 PIXEL_MEAN = 0.508
 PIXEL_STD = 0.255
+# Every BatchNorm's running statistics: m * running + (1 - m) * batch.
+BN_MOMENTUM = 0.9
 
 
 class ConvNet(nn.Module):
@@ -54,8 +56,8 @@ class ConvNet(nn.Module):
     if x.ndim == 3:
       x = x[..., None]
     x = ((x - PIXEL_MEAN) / PIXEL_STD).astype(self.dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             dtype=self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+                             momentum=BN_MOMENTUM, dtype=self.dtype)
     for width in self.widths:
       for _ in range(self.convs_per_stage):
         impl = self.conv_impl

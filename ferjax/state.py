@@ -63,16 +63,19 @@ def make_optimizer(config: Config, steps_per_epoch: int):
     schedule = optax.constant_schedule(config.learning_rate)
   else:
     raise ConfigError(f"unknown schedule '{config.schedule}' (constant or cosine)")
+  return optimizer_with_schedule(config, schedule), schedule
+
+
+def optimizer_with_schedule(config: Config, schedule):
+  """The config's optax optimizer (and weight decay) on a given learning-rate schedule."""
   # Weight decay on kernels only, not on biases or BatchNorm scales.
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
   if config.optimizer == "sgd":
-    tx = optax.chain(optax.add_decayed_weights(config.weight_decay, decay_mask),
-                     optax.sgd(schedule, momentum=0.9, nesterov=True))
-  elif config.optimizer in ("adam", "adamw"):
-    tx = optax.adamw(schedule, weight_decay=config.weight_decay, mask=decay_mask)
-  else:
-    raise ConfigError(f"unknown optimizer '{config.optimizer}' (adam, adamw or sgd)")
-  return tx, schedule
+    return optax.chain(optax.add_decayed_weights(config.weight_decay, decay_mask),
+                       optax.sgd(schedule, momentum=0.9, nesterov=True))
+  if config.optimizer in ("adam", "adamw"):
+    return optax.adamw(schedule, weight_decay=config.weight_decay, mask=decay_mask)
+  raise ConfigError(f"unknown optimizer '{config.optimizer}' (adam, adamw or sgd)")
 
 
 def create_model(config: Config):
