@@ -4,11 +4,13 @@ file, or the model that ships with ferjax.
     python -m ferjax.evaluate (--workdir DIR | --weights FILE | --pretrained)
                               --data PATH [--split test] [--dtype bfloat16] [--json]
 
-Splits: test (the Kaggle test/ folder, or both csv test halves), public_test,
-private_test (csv only), validation and train (the run's own cut of train/).
+Splits: test (the whole test/ folder, or both csv test halves), public_test and
+private_test (the csv's halves, or the files of test/ named PublicTest_* and
+PrivateTest_*, as Kaggle names them), validation and train (the run's own cut of
+train/).
 --dtype bfloat16 predicts in bfloat16 (the float32 parameters as they are, products
 accumulated in float32): faster on CPUs with AMX (Intel Xeon since Sapphire Rapids;
-the README gives the figures); on CPUs without bfloat16 arithmetic it is emulated and
+docs/performance.md gives the figures); on CPUs without bfloat16 arithmetic it is emulated and
 may well be slower. The default is the dtype the run trained in.
 """
 
@@ -92,7 +94,10 @@ def main(argv=None) -> None:
   which.add_argument("--pretrained", action="store_true",
                      help="the model that ships with ferjax")
   cli.add_data_flags(p)
-  p.add_argument("--split", default="test", choices=SPLITS)
+  p.add_argument("--split", default="test", choices=SPLITS,
+                 help="test: all of test/ (Kaggle's has both halves); public_test, "
+                 "private_test: one half (the README's test figures are public_test); "
+                 "validation, train: the run's own cut of train/ (default: test)")
   cli.add_dtype_flag(p, help="compute dtype to predict in (default: the run's training "
                      "dtype)")
   p.add_argument("--no-tta", action="store_true",

@@ -54,6 +54,11 @@ def resolve_data_path(data: str | os.PathLike | None, data_dir: str | None) -> P
   return manual
 
 
+# Kaggle's image folders keep both halves of the test set in test/; their file names
+# tell them apart (the csv has them as Usage PublicTest and PrivateTest).
+KAGGLE_TEST_PREFIX = {"public_test": "PublicTest_", "private_test": "PrivateTest_"}
+
+
 def load_fer2013(data: str | os.PathLike | None, *, splits: tuple[str, ...],
                  num_classes: int = 6, data_dir: str | None = None,
                  required: tuple[str, ...] | None = None) -> dict[str, Split]:
@@ -62,7 +67,8 @@ def load_fer2013(data: str | os.PathLike | None, *, splits: tuple[str, ...],
   Args:
     data: the zip, csv or folder; None uses $FERJAX_DATA or the TFDS manual dir.
     splits: split names to load: "train", "test" (for the csv: both test halves),
-      "public_test", "private_test".
+      "public_test", "private_test" (the csv's Usage; in Kaggle's image folders, the
+      files of test/ named PublicTest_* and PrivateTest_*).
     num_classes: 6 drops Disgust and renumbers the rest (ferjax.classes.CLASSES_6).
     data_dir: TFDS data dir for the prepared files (default: TFDS's own default).
     required: splits that must be present and non-empty (default: all of `splits`);
@@ -101,11 +107,14 @@ def load_fer2013(data: str | os.PathLike | None, *, splits: tuple[str, ...],
     parts = [split] if split in available else (
         [s for s in ("public_test", "private_test") if s in available]
         if split == "test" else [])
+    by_name = None  # Kaggle's folders: one half of test/, told apart by file name
+    if not parts and split in KAGGLE_TEST_PREFIX and "test" in available:
+      parts, by_name = ["test"], KAGGLE_TEST_PREFIX[split]
     if not parts:
       if split in required:
-        if split in ("public_test", "private_test"):
-          where = ("only the csv fer2013.csv has it (its Usage column); the image "
-                   "folders have train/ and test/ only: use the split 'test' with them")
+        if split in KAGGLE_TEST_PREFIX:
+          where = ("it comes from the csv fer2013.csv (its Usage column) or from the "
+                   f"files of an image folder's test/ named {KAGGLE_TEST_PREFIX[split]}*")
         else:
           where = (f"for the image folders, '{split}' comes from {split}/<class>/*.jpg; "
                    "the csv gives train, public_test and private_test (test = both)")
@@ -113,9 +122,22 @@ def load_fer2013(data: str | os.PathLike | None, *, splits: tuple[str, ...],
             f"The '{split}' split is missing from '{path}' (it has: "
             f"{', '.join(sorted(available))}); {where}.")
       continue
-    decoded = [fer2013.decode_examples(sources[p]) for p in parts]
-    images = np.concatenate([d[0] for d in decoded])
-    labels = np.concatenate([d[1] for d in decoded])
+    if by_name is None:
+      decoded = [fer2013.decode_examples(sources[p]) for p in parts]
+      images = np.concatenate([d[0] for d in decoded])
+      labels = np.concatenate([d[1] for d in decoded])
+    else:
+      images, labels, ids = fer2013.decode_examples(sources["test"], with_ids=True)
+      keep = np.array([i.rsplit("/", 1)[-1].startswith(by_name) for i in ids], bool)
+      if not keep.any():
+        if split in required:
+          raise DataError(
+              f"The test/ folder of '{path}' has no images named {by_name}*, so it "
+              f"cannot give '{split}': Kaggle's download names the two halves of test/ "
+              "PublicTest_*.jpg and PrivateTest_*.jpg. Use the split 'test' for the "
+              "whole folder.")
+        continue
+      images, labels = images[keep], labels[keep]
     s = _to_task(Split(images, labels), num_classes)
     if len(s) == 0 and split in required:
       raise DataError(f"The '{split}' split of '{path}' has no images of the "

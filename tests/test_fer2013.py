@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 
 import numpy as np
 import pytest
@@ -196,14 +197,44 @@ def test_undecodable_image(tmp_path, toy_splits):
   assert "BytesIO" not in str(e.value) and "object at 0x" not in str(e.value)
 
 
-def test_private_test_from_folders_says_where_it_is(tmp_path, toy_zip):
-  with pytest.raises(DataError, match="only the csv fer2013.csv has it") as e:
+def test_kaggle_folders_give_public_and_private_test_by_file_name(tmp_path, tfds_dir):
+  """Kaggle's test/ holds both halves, named PublicTest_* and PrivateTest_*."""
+  x, y = make_images(4, seed=7)
+  half = np.arange(len(y)) % 2  # 0: PublicTest, 1: PrivateTest
+  path = tmp_path / "archive.zip"
+  with zipfile.ZipFile(path, "w") as zf:
+    for i, (img, lab) in enumerate(zip(x, y)):
+      name = ("PublicTest", "PrivateTest")[half[i]]
+      zf.writestr(f"test/{CLASSES_7[lab]}/{name}_{i:05d}.png", png_bytes(img))
+  out = input_pipeline.load_fer2013(
+      path, splits=("public_test", "private_test", "test"), num_classes=7,
+      data_dir=tfds_dir)
+  for split, h in (("public_test", 0), ("private_test", 1)):
+    gx, gy = _sorted(out[split].images, out[split].labels)
+    wx, wy = _sorted(x[half == h], y[half == h])
+    np.testing.assert_array_equal(gx, wx)
+    np.testing.assert_array_equal(gy, wy)
+  assert len(out["test"]) == len(y)
+  from ferjax import evaluate  # the evaluate command's splits read the same
+  assert len(evaluate.load_split("private_test", num_classes=6, data=path,
+                                 data_dir=tfds_dir)) == int(
+      ((half == 1) & (y != CLASSES_7.index("disgust"))).sum())
+
+
+def test_private_test_from_folders_without_it_says_so(tmp_path, toy_zip):
+  # The toy zip's test/ has PublicTest_* files only, like ferjax's development copy.
+  with pytest.raises(DataError, match="has no images named PrivateTest_") as e:
     input_pipeline.load_fer2013(toy_zip, splits=("private_test",), num_classes=6,
                                 data_dir=tmp_path, required=("private_test",))
-  assert "private_test/<class>" not in str(e.value)
+  assert "split 'test'" in str(e.value)
   from ferjax import evaluate  # the evaluate command gives the same message
-  with pytest.raises(DataError, match="only the csv fer2013.csv has it"):
+  with pytest.raises(DataError, match="has no images named PrivateTest_"):
     evaluate.load_split("private_test", num_classes=6, data=toy_zip, data_dir=tmp_path)
+  only_train = write_zip(tmp_path / "train_only.zip", {"train": make_images(2, seed=3)})
+  with pytest.raises(DataError, match="files of an image folder's test/ named "
+                                      "PublicTest_"):
+    input_pipeline.load_fer2013(only_train, splits=("public_test",), num_classes=6,
+                                data_dir=tmp_path, required=("public_test",))
 
 
 def test_unknown_class_folder(tmp_path, toy_splits):

@@ -19,8 +19,8 @@ from ferjax.datasets.fer2013 import sources
 _DESCRIPTION = """\
 FER2013: 35,887 48x48 grayscale face images labelled with one of seven expressions
 (angry, disgust, fear, happy, sad, surprise, neutral). The Kaggle image-folder release
-gives the splits train and test; the original csv gives train, public_test and
-private_test. Labels follow the csv's order (ferjax.classes.CLASSES_7).
+gives the splits train and test (the files of test/ are named PublicTest_* and
+PrivateTest_*); the original csv gives train, public_test and private_test. Labels follow the csv's order (ferjax.classes.CLASSES_7).
 """
 
 _CITATION = """\
@@ -103,15 +103,20 @@ def default_manual_dir(data_dir: str | os.PathLike | None) -> Path:
   return root / "downloads" / "manual"
 
 
-def decode_examples(data_source) -> tuple[np.ndarray, np.ndarray]:
-  """Reads a whole TFDS data source into (images [N,48,48] uint8, labels [N] int64)."""
+def decode_examples(data_source, *, with_ids: bool = False):
+  """Reads a whole TFDS data source into (images [N,48,48] uint8, labels [N] int64),
+  and with `with_ids` also the examples' ids ('test/<class>/<file name>' for folders)."""
   n = len(data_source)
   images = np.empty((n, 48, 48), np.uint8)
   labels = np.empty((n,), np.int64)
+  ids = []
   chunk = 1024
   for start in range(0, n, chunk):
     idx = list(range(start, min(n, start + chunk)))
     for i, ex in zip(idx, data_source.__getitems__(idx)):
       images[i] = ex["image"][..., 0]
       labels[i] = ex["label"]
-  return images, labels
+      if with_ids:
+        key = ex["id"]
+        ids.append(key.decode() if isinstance(key, bytes) else str(key))
+  return (images, labels, ids) if with_ids else (images, labels)
