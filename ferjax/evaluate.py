@@ -10,8 +10,8 @@ PrivateTest_*, as Kaggle names them), validation and train (the run's own cut of
 train/).
 --dtype bfloat16 predicts in bfloat16 (the float32 parameters as they are, products
 accumulated in float32): faster on CPUs with AMX (Intel Xeon since Sapphire Rapids;
-docs/performance.md gives the figures); on CPUs without bfloat16 arithmetic it is emulated and
-may well be slower. The default is the dtype the run trained in.
+docs/performance.md gives the figures); on CPUs without bfloat16 arithmetic it is
+emulated and may well be slower. The default is the dtype the run trained in.
 """
 
 from __future__ import annotations

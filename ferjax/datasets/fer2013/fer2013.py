@@ -20,7 +20,8 @@ _DESCRIPTION = """\
 FER2013: 35,887 48x48 grayscale face images labelled with one of seven expressions
 (angry, disgust, fear, happy, sad, surprise, neutral). The Kaggle image-folder release
 gives the splits train and test (the files of test/ are named PublicTest_* and
-PrivateTest_*); the original csv gives train, public_test and private_test. Labels follow the csv's order (ferjax.classes.CLASSES_7).
+PrivateTest_*); the original csv gives train, public_test and private_test. Labels
+follow the csv's order (ferjax.classes.CLASSES_7).
 """
 
 _CITATION = """\
