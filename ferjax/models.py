@@ -34,6 +34,9 @@ class ConvNet(nn.Module):
       flattening).
     stage_dropout: dropout after each stage's pooling.
     head_dropout: dropout before the classifier.
+    pool_first: pool after each stage's first convolution instead of its last (as
+      airbench's blocks do): the stage's other convolutions run at a quarter of the
+      pixels, so the network costs about 2.3x fewer multiply-adds at 40x40.
     dtype: computation dtype (bfloat16 for mixed precision); parameters stay float32.
     conv_impl: how convolutions are computed, not what: "xla" (lax's convolution),
       "im2col" (`im2col_conv`), "chunked" (`chunked_conv`), "winograd"
@@ -47,6 +50,7 @@ class ConvNet(nn.Module):
   dense: int = 256
   stage_dropout: float = 0.25
   head_dropout: float = 0.5
+  pool_first: bool = False
   dtype: jnp.dtype = jnp.float32
   conv_impl: str = "auto"
 
@@ -59,7 +63,7 @@ class ConvNet(nn.Module):
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=BN_MOMENTUM, dtype=self.dtype)
     for width in self.widths:
-      for _ in range(self.convs_per_stage):
+      for i in range(self.convs_per_stage):
         impl = self.conv_impl
         if impl == "auto":
           impl = auto_conv_impl(train=train, dtype=self.dtype,
@@ -69,7 +73,10 @@ class ConvNet(nn.Module):
         if self.batch_norm:
           x = norm()(x)
         x = nn.relu(x)
-      x = max_pool_2x2(x)
+        if self.pool_first and i == 0:
+          x = max_pool_2x2(x)
+      if not self.pool_first:
+        x = max_pool_2x2(x)
       if self.stage_dropout:
         x = nn.Dropout(self.stage_dropout, deterministic=not train)(x)
     if self.dense:
@@ -97,6 +104,14 @@ VGG = functools.partial(ConvNet, widths=(64, 128, 256, 512), convs_per_stage=2,
 VGGSlim = functools.partial(ConvNet, widths=(48, 96, 192, 384), convs_per_stage=2,
                             batch_norm=True, dense=256, stage_dropout=0.1,
                             head_dropout=0.4)
+# vgg_slim's widths with each stage pooled after its first convolution and no dropout
+# inside the stages: about 2.3x fewer multiply-adds, for short CPU schedules.
+VGGFast = functools.partial(ConvNet, widths=(48, 96, 192, 384), convs_per_stage=2,
+                            batch_norm=True, dense=256, stage_dropout=0.0,
+                            head_dropout=0.4, pool_first=True)
+VGGFastWide = functools.partial(ConvNet, widths=(64, 128, 256, 512), convs_per_stage=2,
+                                batch_norm=True, dense=256, stage_dropout=0.0,
+                                head_dropout=0.4, pool_first=True)
 VGGSmall = functools.partial(ConvNet, widths=(32, 64, 128, 256), convs_per_stage=2,
                              batch_norm=True, dense=256, stage_dropout=0.1,
                              head_dropout=0.4)
@@ -105,6 +120,7 @@ Tiny = functools.partial(ConvNet, widths=(8, 16), convs_per_stage=1, batch_norm=
                          dense=32, stage_dropout=0.0, head_dropout=0.0)
 
 MODELS = {"seed_cnn": SeedCNN, "vgg": VGG, "vgg_slim": VGGSlim, "vgg_small": VGGSmall,
+          "vgg_fast": VGGFast, "vgg_fast_wide": VGGFastWide,
           "tiny": Tiny}
 
 
