@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import typing
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from ferjax.augment import NO_AUGMENT, AugmentConfig
 from ferjax.errors import ConfigError
@@ -100,6 +102,54 @@ class Config:
       raise ConfigError(f"unknown config keys: {', '.join(unknown)} (known: "
                         f"{', '.join(sorted(field_types()))})")
     return cls(augment=AugmentConfig(**aug), **d)
+
+
+CONFIG_FILE = "config.json"
+
+
+def read_config_json(workdir: str | os.PathLike) -> dict | None:
+  """The JSON object in `workdir/config.json`, or None where there is no such file.
+
+  Raises ConfigError, with what is wrong, where the file cannot be read or is not a
+  JSON object (for example, something else was written over it).
+  """
+  path = Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    return None
+  try:
+    d = json.loads(path.read_bytes().decode("utf-8"))
+  except OSError as e:
+    raise ConfigError(f"cannot read '{path}': {e.strerror or e}") from None
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ConfigError(
+        f"'{path}' is not a run's config (not valid JSON: {e}); was another file "
+        "written over it? Start a new run with another --workdir, or restore the file."
+    ) from None
+  if not isinstance(d, dict):
+    raise ConfigError(f"'{path}' is not a run's config (a JSON {type(d).__name__}, "
+                      "not an object).")
+  return d
+
+
+def load_run_config(workdir: str | os.PathLike) -> Config:
+  """The Config of the run in `workdir`; ConfigError where it has none or a bad one."""
+  d = read_config_json(workdir)
+  if d is None:
+    raise ConfigError(f"'{workdir}' is not a ferjax run: it has no {CONFIG_FILE}. Pass "
+                      "the --workdir that `python -m ferjax.train` wrote to.")
+  try:
+    return Config.from_dict(d)
+  except ConfigError as e:
+    raise ConfigError(f"'{Path(workdir) / CONFIG_FILE}': {e}") from None
+  except TypeError as e:
+    raise ConfigError(f"'{Path(workdir) / CONFIG_FILE}' is not a valid config: {e}"
+                      ) from None
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+  """Whether `path` is a training run's workdir (it holds config.json or checkpoints)."""
+  path = Path(path)
+  return (path / CONFIG_FILE).is_file() or (path / "checkpoints").is_dir()
 
 
 def _check_augment(a: AugmentConfig) -> None:

@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from ferjax import cli, inference, input_pipeline, malloc, report
-from ferjax.configs import DTYPES, Config
+from ferjax.configs import DTYPES, load_run_config
 from ferjax.errors import ConfigError, run_cli
 
 SPLITS = ("test", "public_test", "private_test", "validation", "train")
@@ -74,7 +74,7 @@ def evaluate(*, workdir=None, weights=None, pretrained: bool = False, data=None,
   cut = {k: v for k, v in clf.info.source.items()
          if k in ("val_fraction", "val_seed", "train_limit")}
   if workdir is not None:
-    config = Config.from_dict(json.loads((Path(workdir) / "config.json").read_text()))
+    config = load_run_config(workdir)
     cut = {"val_fraction": config.val_fraction, "val_seed": config.val_seed,
            "train_limit": config.train_limit}
   data_split = load_split(split, num_classes=clf.info.num_classes, data=data,

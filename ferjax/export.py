@@ -5,6 +5,8 @@
 
 The file holds the best checkpoint's parameters in float16 and its BatchNorm
 statistics, with the network's name, classes and input size; no optimizer state.
+An existing file is never replaced without --force, and nothing is written inside a
+training run's workdir (where it could replace the run's own files).
 """
 
 from __future__ import annotations
@@ -14,24 +16,53 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ferjax import inference
-from ferjax.configs import Config
-from ferjax.errors import run_cli
+from ferjax import configs, inference
+from ferjax.errors import ConfigError, FerjaxError, describe_os_error, run_cli
 
 
-def export(workdir: str | Path, out: str | Path) -> Path:
-  """Writes the best checkpoint of `workdir` to the weights file `out`."""
+def check_output(out: str | Path, *, force: bool = False) -> Path:
+  """`out` if a weights file may be written there; otherwise a ConfigError that says
+  why: a folder, an existing file without `force`, or a place inside a run's workdir."""
+  out = Path(out)
+  if out.is_dir():
+    raise ConfigError(f"'{out}' is a folder; give the weights file's name, for example "
+                      f"'{out / 'model.npz'}'.")
+  if out.exists() and not force:
+    raise ConfigError(f"'{out}' already exists; pass --force to replace it, or choose "
+                      "another name.")
+  for parent in out.absolute().parents:
+    if configs.is_run_dir(parent):
+      raise ConfigError(f"'{out}' is inside the training run '{parent}', whose files it "
+                        "could replace; write the weights file outside the workdir.")
+  return out
+
+
+def export(workdir: str | Path, out: str | Path, *, force: bool = False) -> Path:
+  """Writes the best checkpoint of `workdir` to the weights file `out` (see
+  `check_output` for what is refused)."""
+  out = check_output(out, force=force)
   info, params, batch_stats = inference.restore_run(workdir)
-  config = Config.from_dict(json.loads((Path(workdir) / "config.json").read_text()))
+  config = configs.load_run_config(workdir)
   source = {**info.source, "val_fraction": config.val_fraction,
             "val_seed": config.val_seed, "train_limit": config.train_limit}
   report_path = Path(workdir) / "report.json"
   if report_path.is_file():
-    rep = json.loads(report_path.read_text())
-    source["best_epoch"] = rep.get("best_epoch")
-    source["validation_accuracy"] = (rep.get("validation") or {}).get("accuracy")
+    try:
+      rep = json.loads(report_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+      rep = {}  # the report only adds provenance; the weights do not need it
+    if isinstance(rep, dict):
+      source["best_epoch"] = rep.get("best_epoch")
+      source["validation_accuracy"] = (rep.get("validation") or {}).get("accuracy")
   info = dataclasses.replace(info, source=source)
-  return inference.save_weights(out, info=info, params=params, batch_stats=batch_stats)
+  try:
+    return inference.save_weights(out, info=info, params=params,
+                                  batch_stats=batch_stats, overwrite=force)
+  except FileExistsError:
+    raise ConfigError(f"'{out}' appeared while the weights were written; it was left "
+                      "as it is. Pass --force to replace it.") from None
+  except OSError as e:
+    raise FerjaxError(f"cannot write '{out}': {describe_os_error(e)}") from None
 
 
 def main(argv=None) -> None:
@@ -39,8 +70,10 @@ def main(argv=None) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--workdir", required=True, help="a training run's workdir")
   p.add_argument("out", help="the weights file to write (.npz)")
+  p.add_argument("--force", action="store_true",
+                 help="replace OUT if it exists (never a file inside a workdir)")
   args = p.parse_args(argv)
-  path = export(args.workdir, args.out)
+  path = export(args.workdir, args.out, force=args.force)
   print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import json
+import os
 import zipfile
 from functools import partial
 from pathlib import Path
@@ -172,8 +173,13 @@ class Classifier:
 
 # ----------------------------------------------------------------------------- files
 
-def save_weights(path: str | Path, *, info: ModelInfo, params, batch_stats) -> Path:
-  """Writes a weights file: float16 parameters, float32 statistics, and `info`."""
+def save_weights(path: str | Path, *, info: ModelInfo, params, batch_stats,
+                 overwrite: bool = True) -> Path:
+  """Writes a weights file: float16 parameters, float32 statistics, and `info`.
+
+  The file appears whole or not at all. With `overwrite=False` an existing file is
+  never replaced (FileExistsError), even one that appears while this one is written.
+  """
   path = Path(path)
   arrays = {}
   for prefix, tree, dtype in (("params", params, np.float16),
@@ -187,7 +193,13 @@ def save_weights(path: str | Path, *, info: ModelInfo, params, batch_stats) -> P
   tmp = path.with_name(path.name + ".tmp")
   with tmp.open("wb") as f:
     np.savez_compressed(f, **arrays)
-  tmp.replace(path)
+  if overwrite:
+    tmp.replace(path)
+    return path
+  try:
+    os.link(tmp, path)  # atomic, and fails where `path` exists
+  finally:
+    tmp.unlink()
   return path
 
 
@@ -258,13 +270,9 @@ def _check_shapes(path, info: ModelInfo, params, batch_stats) -> None:
 def restore_run(workdir: str | Path) -> tuple[ModelInfo, Any, Any]:
   """(info, params, batch_stats) of the best checkpoint of a training run."""
   from ferjax import checkpointing, state
-  from ferjax.configs import Config
+  from ferjax.configs import load_run_config
   workdir = Path(workdir)
-  path = workdir / "config.json"
-  if not path.is_file():
-    raise WeightsError(f"'{workdir}' is not a ferjax run: it has no config.json. Pass "
-                       "the --workdir that `python -m ferjax.train` wrote to.")
-  config = Config.from_dict(json.loads(path.read_text()))
+  config = load_run_config(workdir)
   if not (workdir / "checkpoints" / "best").is_dir():
     raise WeightsError(f"'{workdir}' has no best checkpoint yet: train for at least "
                        "one epoch first.")

@@ -14,8 +14,12 @@ time for videos, box, label, score, probabilities), --csv one row per face. An i
 that fails (not an image, truncated, no face found) gets its own message on stderr and
 the others go on.
 
-Exit status: 0 when at least one input was processed, 1 when none could be, 2 for a
-usage error (bad option, model that cannot be loaded).
+--annotate never writes over a file: where a name is taken (by an input, say), the
+copy gets the next free one (photo-2.png, ...).
+
+Exit status: 0 when every input was processed, 3 when some were and others failed
+(each failure has its message on stderr; stdout stays a clean table, JSON or CSV),
+1 when none could be, 2 for a usage error (bad option, model that cannot be loaded).
 """
 
 from __future__ import annotations
@@ -29,13 +33,37 @@ from pathlib import Path
 
 import numpy as np
 
-from ferjax.errors import FerjaxError, run_cli
+from ferjax.errors import FerjaxError, describe_os_error, run_cli
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
                   ".pgm", ".ppm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 # Images whose faces are classified together in one call.
 GROUP = 16
+# Exit statuses (the module docstring says what each means).
+EXIT_ALL_DONE, EXIT_NONE_DONE, EXIT_USAGE, EXIT_SOME_FAILED = 0, 1, 2, 3
+# The longest file name most file systems take, in bytes.
+NAME_MAX = 255
+
+
+def _fit_name(stem: str, tail: str) -> str:
+  """`stem + tail`, the stem shortened (whole characters) to fit NAME_MAX bytes."""
+  room = NAME_MAX - len(tail.encode())
+  raw = stem.encode()[:max(room, 1)]
+  return raw.decode(errors="ignore") + tail
+
+
+def reserve_output(folder: Path, stem: str, suffix: str) -> Path:
+  """A new, empty file in `folder` named `stem + suffix`, or `stem-2 + suffix`, ...
+  where that is taken: created exclusively, so no existing file is ever replaced."""
+  for k in range(1, 10_000):
+    path = folder / _fit_name(stem, (f"-{k}" if k > 1 else "") + suffix)
+    try:
+      with open(path, "xb"):
+        return path
+    except FileExistsError:
+      continue
+  raise FerjaxError(f"no free name for '{stem}{suffix}' in '{folder}'")
 
 
 def expand(paths: list[str]) -> tuple[list[Path], list[str]]:
@@ -125,50 +153,68 @@ def run(args) -> int:
   detect = False if args.no_detect else None
   annotate_dir = Path(args.annotate) if args.annotate else None
   if annotate_dir:
-    annotate_dir.mkdir(parents=True, exist_ok=True)
-  done = 0
+    try:
+      annotate_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+      raise FerjaxError(f"--annotate: cannot create the folder '{annotate_dir}': "
+                        f"{describe_os_error(e)}") from None
+  done, failed = 0, len(errors)
 
-  names: set[str] = set()
+  def fail(path, message) -> None:
+    nonlocal failed
+    print(f"error: {path}: {message}", file=sys.stderr)
+    failed += 1
 
-  def out_name(path: Path, suffix: str) -> Path:
-    """A file in annotate_dir named after `path`, never one written before."""
-    name, k = path.stem + suffix, 2
-    while name in names:
-      name, k = f"{path.stem}-{k}{suffix}", k + 1
-    names.add(name)
-    return annotate_dir / name
-
-  def report_image(path, image, faces):
-    if not faces:
-      print(f"warning: {path}: no face found (try --no-detect for a face crop)",
-            file=sys.stderr)
-    out.write(path, faces)
-    if annotate_dir:
-      annotate(images_lib.open_image(image), faces).save(out_name(path, ".png"))
+  def write_annotated(path: Path, image, faces) -> bool:
+    """Draws on the image already decoded (never re-read from disk) into a new file."""
+    target = None
+    try:
+      target = reserve_output(annotate_dir, path.stem, ".png")
+      annotate(image, faces).save(target, format="PNG")
+      return True
+    except (OSError, FerjaxError) as e:
+      if target is not None:
+        target.unlink(missing_ok=True)
+      fail(path, f"the annotated copy could not be written ({describe_os_error(e)})")
+      return False
 
   images = [f for f in files if f.suffix.lower() not in VIDEO_SUFFIXES]
   videos = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
   for start in range(0, len(images), GROUP):
-    group, crops, metas = [], [], []
+    group, decoded, crops, metas = [], [], [], []
     for path in images[start:start + GROUP]:
       try:
-        c, m = predictor.crops(path, detect=detect)
+        image = images_lib.open_image(path)
+        c, m = predictor.crops(image, detect=detect)
       except FerjaxError as e:
-        print(f"error: {path}: {e}", file=sys.stderr)
+        fail(path, e)
         continue
       group.append(path)
+      decoded.append(image if annotate_dir else None)
       crops.append(c)
       metas.append(m)
-    for path, faces in zip(group, predictor.classify_crops(crops, metas)):
-      report_image(path, path, faces)
+    for path, image, faces in zip(group, decoded,
+                                  predictor.classify_crops(crops, metas)):
+      if not faces:
+        print(f"warning: {path}: no face found (try --no-detect for a face crop)",
+              file=sys.stderr)
+      out.write(path, faces)
+      if annotate_dir and not write_annotated(path, image, faces):
+        continue
       done += 1
   for path in videos:
+    target = None
     try:
-      done += _run_video(path, predictor, out, args, detect,
-                         out_name(path, ".mp4") if annotate_dir else None)
-    except FerjaxError as e:
-      print(f"error: {path}: {e}", file=sys.stderr)
-  return 0 if done else 1
+      if annotate_dir:
+        target = reserve_output(annotate_dir, path.stem, ".mp4")
+      done += _run_video(path, predictor, out, args, detect, target)
+    except (FerjaxError, OSError) as e:
+      if target is not None and target.exists() and target.stat().st_size == 0:
+        target.unlink()
+      fail(path, e if isinstance(e, FerjaxError) else describe_os_error(e))
+  if not done:
+    return EXIT_NONE_DONE
+  return EXIT_SOME_FAILED if failed else EXIT_ALL_DONE
 
 
 def _run_video(path, predictor, out, args, detect, annotate_path) -> int:
@@ -241,6 +287,9 @@ def main(argv=None) -> None:
     p.error("--every must be at least 1 and --fps positive")
   if not 32 <= args.detect_size <= 4096:
     p.error("--detect-size must be 32 to 4096 pixels")
+  if args.annotate and Path(args.annotate).exists() and not Path(args.annotate).is_dir():
+    p.error(f"--annotate: '{args.annotate}' is a file; give a folder for the annotated "
+            "copies (it is created if missing)")
   sys.exit(run(args))
 
 

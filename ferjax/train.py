@@ -189,10 +189,10 @@ class Progress:
 
 def _check_config(workdir: Path, config: Config) -> None:
   """Refuses a config that conflicts with the one the workdir was started with."""
-  path = workdir / "config.json"
-  if not path.exists():
+  saved = configs.read_config_json(workdir)
+  if saved is None:
     return
-  saved = json.loads(path.read_text())
+  configs.load_run_config(workdir)  # a message where it is not a valid config
   new = json.loads(config.to_json())
   diff = {k for k in set(saved) | set(new)
           if saved.get(k) != new.get(k) and k not in RESUMABLE_CHANGES}

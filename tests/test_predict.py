@@ -35,7 +35,7 @@ def _run(args, capsys):
 
 def test_json_rows_for_each_face_and_messages_for_the_rest(photos, tiny_weights, capsys):
   code, out, err = _run([str(photos), "--weights", str(tiny_weights), "--json"], capsys)
-  assert code == 0
+  assert code == predict.EXIT_SOME_FAILED == 3  # notes.jpg failed, the others did not
   rows = [json.loads(line) for line in out.splitlines()]
   by_file = {r["file"].rsplit("/", 1)[-1]: r for r in rows}
   assert set(by_file) == {"astronaut.jpg", "crop48.png"}  # coffee: no face; notes: bad
@@ -99,9 +99,70 @@ def test_a_video_gives_one_row_per_processed_frame(tiny_weights, tmp_path, capsy
   code, out, err = _run([str(path), str(tmp_path / "broken.mp4"), "--weights",
                          str(tiny_weights), "--json", "--every", "3",
                          "--annotate", str(tmp_path / "ann")], capsys)
-  assert code == 0
+  assert code == predict.EXIT_SOME_FAILED  # broken.mp4
   rows = [json.loads(line) for line in out.splitlines()]
   assert [r["frame"] for r in rows] == [0, 3, 6, 9]
   assert [r["time"] for r in rows] == [0.0, 0.6, 1.2, 1.8]
   assert "broken.mp4: " in err and "Traceback" not in err
   assert (tmp_path / "ann" / "clip.mp4").stat().st_size > 1000
+
+
+def test_annotate_never_writes_over_a_file_inputs_included(tiny_weights, tmp_path,
+                                                           capsys):
+  # Two inputs whose annotated copies would both be party.png, in the inputs' folder.
+  shots = tmp_path / "shots"
+  shots.mkdir()
+  Image.fromarray(skimage_data.astronaut()).save(shots / "party.jpg", quality=92)
+  Image.fromarray(skimage_data.coffee()).save(shots / "party.png")
+  before = {p.name: p.read_bytes() for p in shots.iterdir()}
+  code, _, err = _run([str(shots), "--weights", str(tiny_weights), "--annotate",
+                       str(shots)], capsys)
+  assert code == 0, err
+  for name, data in before.items():
+    assert (shots / name).read_bytes() == data, f"{name} was written over"
+  new = sorted(set(p.name for p in shots.iterdir()) - set(before))
+  assert new == ["party-2.png", "party-3.png"]
+  # Each copy shows its own photo (drawn on the decoded image, not re-read from disk).
+  sources = {"party.jpg": np.asarray(Image.open(shots / "party.jpg").convert("RGB")),
+             "party.png": skimage_data.coffee()}
+  shown = set()
+  for name in new:
+    drawn = np.asarray(Image.open(shots / name).convert("RGB"), np.int16)
+    diffs = {src: np.abs(drawn - img).mean() if img.shape == drawn.shape else np.inf
+             for src, img in sources.items()}
+    assert min(diffs.values()) < 5, diffs  # the photo, give or take boxes and labels
+    shown.add(min(diffs, key=diffs.get))
+  assert shown == {"party.jpg", "party.png"}
+
+
+def test_annotate_to_a_file_or_with_names_at_the_length_limit(tiny_weights, tmp_path,
+                                                              capsys):
+  crop = Image.fromarray(skimage_data.astronaut()).convert("L").resize((48, 48))
+  (tmp_path / "taken.png").write_bytes(b"mine")
+  code, _, err = _run([str(tmp_path), "--weights", str(tiny_weights), "--annotate",
+                       str(tmp_path / "taken.png")], capsys)
+  assert code == 2 and "--annotate: " in err and "is a file" in err
+  assert (tmp_path / "taken.png").read_bytes() == b"mine"
+  # Names of 255 bytes that differ only in their suffix: both copies get a name that
+  # fits (the second one's '-2' would not), and both inputs are done.
+  inputs = tmp_path / "in"
+  inputs.mkdir()
+  stem = "\u00e9" * 125 + "x"  # 251 bytes: two-byte characters are never split
+  for suffix in (".png", ".bmp"):
+    crop.save(inputs / (stem + suffix))
+  out_dir = tmp_path / "ann"
+  code, out, err = _run([str(inputs), "--weights", str(tiny_weights), "--json",
+                         "--annotate", str(out_dir)], capsys)
+  assert code == 0, err
+  assert len(out.splitlines()) == 2
+  names = sorted(p.name for p in out_dir.iterdir())
+  assert len(names) == 2 and all(len(n.encode()) <= 255 for n in names)
+  assert names[0].endswith("-2.png") or names[1].endswith("-2.png")
+
+
+def test_reserve_output_takes_the_next_free_name(tmp_path):
+  (tmp_path / "a.png").write_bytes(b"x")
+  first = predict.reserve_output(tmp_path, "a", ".png")
+  second = predict.reserve_output(tmp_path, "a", ".png")
+  assert (first.name, second.name) == ("a-2.png", "a-3.png")
+  assert (tmp_path / "a.png").read_bytes() == b"x"
