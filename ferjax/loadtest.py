@@ -52,7 +52,8 @@ def running_server(app, *, timeout: float = 300.0):
   sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
   sock.bind(("127.0.0.1", 0))
   url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-  server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+  from ferjax.serve import server_config
+  server = uvicorn.Server(server_config(app))
   thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
   thread.start()
   deadline = time.monotonic() + timeout

@@ -18,6 +18,11 @@ fixed batch sizes, so nothing recompiles as the load changes. Uploads stay in me
 (never written to disk), are limited in bytes and pixels, and a bad one gets a 4xx
 JSON error with a message. With --token (or FERJAX_TOKEN), every /v1 call must send
 `Authorization: Bearer TOKEN`; listening beyond loopback requires one.
+
+Requests must name this server in their Host header (a loopback name, or the --host
+address), so that a page elsewhere cannot reach it through DNS rebinding; without a
+token, a /v1 call from a page of another origin (its Origin header) is refused. A
+client has HEADER_TIMEOUT_S to send a request's headers and BODY_TIMEOUT_S its body.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import ipaddress
+import math
 import os
 import secrets
 import sys
@@ -49,6 +55,10 @@ MAX_UPLOAD_BYTES = 10 * 2**20
 # many uploads are decoded at once: together they bound the server's memory.
 MAX_PIXELS = 40_000_000
 DECODE_SLOTS = 2
+# Seconds a client has to send a request's headers, and then its body.
+HEADER_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 30.0
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WEB_FILES = {"index.html": "text/html; charset=utf-8",
              "app.js": "text/javascript; charset=utf-8",
              "style.css": "text/css; charset=utf-8"}
@@ -123,9 +133,22 @@ class Batcher:
         i += len(c)
 
 
+def split_host(value: str) -> str:
+  """The host name of a Host header or URL authority, without port or brackets."""
+  value = value.strip().lower()
+  if value.startswith("["):  # [v6]:port
+    return value[1:].split("]", 1)[0]
+  return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
 def create_app(predictor, *, token: str | None = None,
-               max_upload_bytes: int = MAX_UPLOAD_BYTES, warm_up: bool = True):
-  """The FastAPI app serving `predictor` (a `ferjax.predictor.Predictor`)."""
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, warm_up: bool = True,
+               allowed_hosts=LOOPBACK_NAMES):
+  """The FastAPI app serving `predictor` (a `ferjax.predictor.Predictor`).
+
+  `allowed_hosts`: the host names requests may address (their Host header); None
+  accepts any (for a server on every interface, which then requires a token).
+  """
   import ferjax
   from ferjax import images as images_lib
 
@@ -159,8 +182,19 @@ def create_app(predictor, *, token: str | None = None,
     print(f"ferjax.serve: {type(exc).__name__}: {exc}", file=sys.stderr)
     return error(500, "internal error; the server log has the details")
 
+  hosts = None if allowed_hosts is None else {split_host(h) for h in allowed_hosts}
+
   @app.middleware("http")
   async def check_token(request: Request, call_next):
+    host = request.headers.get("host", "")
+    if hosts is not None and split_host(host) not in hosts:
+      return error(400, f"this server does not answer to the host '{host[:100]}'; "
+                   "address it by the name it was started with")
+    origin = request.headers.get("origin")
+    if (not token and origin is not None and request.url.path.startswith("/v1/")
+        and origin.split("://", 1)[-1].lower() != host.lower()):
+      return error(403, "requests from another origin are refused; set a token "
+                   "(--token) to call the API from other pages")
     if token and request.url.path.startswith("/v1/"):
       scheme, _, sent = request.headers.get("authorization", "").partition(" ")
       if scheme.lower() != "bearer" or not secrets.compare_digest(
@@ -191,10 +225,14 @@ def create_app(predictor, *, token: str | None = None,
     # Read the body ourselves, so that a chunked upload without a Content-Length is
     # held to the same limit; it stays in memory.
     body = bytearray()
-    async for chunk in request.stream():
-      body += chunk
-      if len(body) > max_upload_bytes + 2**16:
-        return error(413, f"the upload is larger than {max_upload_bytes:,} bytes")
+    try:
+      async with asyncio.timeout(BODY_TIMEOUT_S):
+        async for chunk in request.stream():
+          body += chunk
+          if len(body) > max_upload_bytes + 2**16:
+            return error(413, f"the upload is larger than {max_upload_bytes:,} bytes")
+    except TimeoutError:
+      return error(408, f"the upload did not arrive within {BODY_TIMEOUT_S:.0f} s")
     data = bytes(body)
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
@@ -255,6 +293,60 @@ def _warm_up(predictor) -> None:
   predictor.detector.detect(np.zeros((480, 640, 3), np.uint8))
 
 
+def _timed_h11():
+  """uvicorn's h11 protocol, closing a connection that has not sent a request's
+  headers within HEADER_TIMEOUT_S of opening or of its previous response (uvicorn
+  itself never times a slow client out while it sends)."""
+  from uvicorn.protocols.http.h11_impl import H11Protocol
+
+  class TimedH11Protocol(H11Protocol):
+    _deadline = None
+
+    def _waiting_for_headers(self) -> bool:
+      return self.cycle is None or self.cycle.response_complete
+
+    def _arm(self) -> None:
+      if self._deadline is None:
+        self._deadline = self.loop.call_later(HEADER_TIMEOUT_S, self._too_slow)
+
+    def _disarm(self) -> None:
+      if self._deadline is not None:
+        self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self) -> None:
+      self._deadline = None
+      if self._waiting_for_headers() and not self.transport.is_closing():
+        self.transport.close()
+
+    def connection_made(self, transport) -> None:
+      super().connection_made(transport)
+      self._arm()
+
+    def data_received(self, data: bytes) -> None:
+      super().data_received(data)
+      if not self._waiting_for_headers():
+        self._disarm()
+
+    def on_response_complete(self) -> None:
+      super().on_response_complete()
+      if not self.transport.is_closing():
+        self._arm()
+
+    def connection_lost(self, exc) -> None:
+      self._disarm()
+      super().connection_lost(exc)
+
+  return TimedH11Protocol
+
+
+def server_config(app, **kwargs):
+  """The uvicorn.Config that serves `app`: header and keep-alive timeouts set."""
+  import uvicorn
+  return uvicorn.Config(app, http=_timed_h11(), timeout_keep_alive=5,
+                        log_level="warning", **kwargs)
+
+
 def is_loopback(host: str) -> bool:
   if host == "localhost":
     return True
@@ -292,17 +384,22 @@ def main(argv=None) -> None:
                       "'Authorization: Bearer TOKEN').")
   if not 0 < args.port < 65536:
     raise ConfigError(f"--port must be 1-65535, got {args.port}")
-  import uvicorn
-  from ferjax.predictor import Predictor
   if not 32 <= args.detect_size <= 4096:
     raise ConfigError(f"--detect-size must be 32 to 4096, got {args.detect_size}")
+  if not (math.isfinite(args.max_upload_mb) and 0 < args.max_upload_mb <= 1024):
+    raise ConfigError(f"--max-upload-mb must be a number of MiB above 0 and at most "
+                      f"1024, got {args.max_upload_mb}")
+  import uvicorn
+  from ferjax.predictor import Predictor
   predictor = Predictor.load(workdir=args.workdir, weights=args.weights,
                              detect_size=args.detect_size)
+  wildcard = args.host in ("0.0.0.0", "::")  # every interface: any name, token needed
   app = create_app(predictor, token=args.token,
-                   max_upload_bytes=int(args.max_upload_mb * 2**20))
+                   max_upload_bytes=max(1, int(args.max_upload_mb * 2**20)),
+                   allowed_hosts=None if wildcard else (*LOOPBACK_NAMES, args.host))
   print(f"ferjax.serve: loading and compiling the model, then listening on "
         f"http://{args.host}:{args.port}/", file=sys.stderr, flush=True)
-  uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+  uvicorn.Server(server_config(app, host=args.host, port=args.port)).run()
 
 
 if __name__ == "__main__":

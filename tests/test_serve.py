@@ -126,6 +126,64 @@ def test_refuses_to_listen_beyond_loopback_without_a_token(capsys):
   assert not serve.is_loopback("0.0.0.0")
 
 
+def test_hosts_and_origins_that_are_not_the_servers_are_refused(url, predictor, photo):
+  port = url.rsplit(":", 1)[1]
+  for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
+    assert httpx.get(url + "/v1/info", headers={"host": host}).status_code == 200
+  # DNS rebinding: a page of evil.example whose name now points at 127.0.0.1.
+  r = httpx.get(url + "/", headers={"host": f"evil.example:{port}"})
+  assert r.status_code == 400 and "does not answer to the host" in r.json()["error"]
+  # A cross-site POST without a token is refused; the page's own origin is not.
+  r = httpx.post(url + "/v1/predict", content=photo,
+                 headers={"origin": "https://evil.example"})
+  assert r.status_code == 403 and "another origin" in r.json()["error"]
+  r = httpx.post(url + "/v1/predict", content=photo,
+                 headers={"origin": f"http://127.0.0.1:{port}"})
+  assert r.status_code == 200
+  # With a token set, the token decides, whatever the origin.
+  app = serve.create_app(predictor, token="t", warm_up=False)
+  with loadtest.running_server(app) as other:
+    r = httpx.post(other + "/v1/predict", content=photo, headers={
+        "origin": "https://elsewhere.example", "authorization": "Bearer t"})
+    assert r.status_code == 200
+  assert serve.split_host("[::1]:8000") == "::1"
+  assert serve.split_host("Example.COM:80") == "example.com"
+
+
+def test_slow_clients_are_timed_out(predictor, monkeypatch):
+  import socket
+  import time
+  monkeypatch.setattr(serve, "HEADER_TIMEOUT_S", 0.5)
+  monkeypatch.setattr(serve, "BODY_TIMEOUT_S", 0.5)
+  app = serve.create_app(predictor, warm_up=False)
+  with loadtest.running_server(app) as url:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as trickle:
+      trickle.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never ends
+      t0 = time.monotonic()
+      assert trickle.recv(100) == b""  # closed by the server
+      assert time.monotonic() - t0 < 5
+    with socket.create_connection((host, int(port)), timeout=10) as slow_body:
+      slow_body.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        b"Content-Length: 1000\r\n\r\n" + b"x" * 10)
+      reply = slow_body.recv(4096)
+      assert reply.startswith(b"HTTP/1.1 408") and b"did not arrive" in reply
+    assert httpx.get(url + "/healthz").status_code == 200  # and the server is fine
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0"])
+def test_max_upload_mb_is_checked_before_the_model_loads(value, capsys, monkeypatch):
+  from ferjax import predictor as predictor_lib
+  from ferjax.errors import run_cli
+
+  def must_not_load(*a, **k):
+    raise AssertionError("the model was loaded before the options were checked")
+  monkeypatch.setattr(predictor_lib.Predictor, "load", must_not_load)
+  with pytest.raises(SystemExit) as e:
+    run_cli(lambda: serve.main(["--max-upload-mb", value]))
+  assert e.value.code == 2 and "--max-upload-mb must be" in capsys.readouterr().err
+
+
 def test_concurrent_load_is_served_without_failures(app, url, photo):
   stats = loadtest.load(url, photo, clients=16, seconds=8)
   print("16 clients:", stats, "classifier calls:", app.state.batcher.batches)
