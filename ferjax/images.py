@@ -27,19 +27,48 @@ class ImageError(DataError):
   """An input is not an image that can be read."""
 
 
+# Rows converted at a time from a high-bit-depth image: the conversion then needs
+# little memory beyond the image itself and its 8-bit result.
+BAND_PIXELS = 1 << 20
+
+
+def _bands(height: int, width: int):
+  rows = max(1, BAND_PIXELS // max(width, 1))
+  for r0 in range(0, height, rows):
+    yield r0, min(height, r0 + rows)
+
+
+def scale_to_8bit(a: np.ndarray, top: int) -> np.ndarray:
+  """round(a * 255 / top) clipped to 0-255, as uint8, in integer arithmetic and in
+  bands of rows (no float64 copy of a large image). Exact: a * 255 / top is never
+  halfway between two integers for top = 65535, and is an integer for top = 255."""
+  out = np.empty(a.shape, np.uint8)
+  for r0, r1 in _bands(a.shape[0], int(np.prod(a.shape[1:], dtype=np.int64))):
+    band = a[r0:r1].astype(np.int64)
+    out[r0:r1] = np.clip((band * 255 + top // 2) // top, 0, 255)
+  return out
+
+
 def to_8bit(img: Image.Image) -> Image.Image:
   """`img` in mode L, RGB or RGBA with 8-bit values; high-bit-depth images are scaled
-  to 0-255 (a 16-bit image by its 16-bit range, a float image by its own range)."""
+  to 0-255 (a 16-bit image by its 16-bit range, a float image by its own range).
+  High-bit-depth images are converted a band of rows at a time."""
   if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-    a = np.asarray(img, dtype=np.float64)
-    top = 65535.0 if a.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0
-    return Image.fromarray(np.clip(np.round(a * 255.0 / top), 0, 255).astype(np.uint8))
+    lo, hi = img.getextrema()
+    top = 65535 if hi > 255 or img.mode.startswith("I;16") else 255
+    out = np.empty((img.height, img.width), np.uint8)
+    for r0, r1 in _bands(img.height, img.width):
+      band = np.asarray(img.crop((0, r0, img.width, r1)))
+      out[r0:r1] = scale_to_8bit(band, top)
+    return Image.fromarray(out)
   if img.mode == "F":
-    a = np.asarray(img, dtype=np.float64)
-    lo, hi = (0.0, 1.0) if a.min(initial=0) >= 0 and a.max(initial=0) <= 1 else (
-        a.min(initial=0), a.max(initial=1))
-    a = (a - lo) / max(hi - lo, 1e-12)
-    return Image.fromarray(np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8))
+    lo, hi = img.getextrema()
+    lo, hi = (0.0, 1.0) if lo >= 0 and hi <= 1 else (min(lo, 0.0), max(hi, 1.0))
+    out = np.empty((img.height, img.width), np.uint8)
+    for r0, r1 in _bands(img.height, img.width):
+      band = np.asarray(img.crop((0, r0, img.width, r1)), np.float64)
+      out[r0:r1] = np.clip(np.round((band - lo) / max(hi - lo, 1e-12) * 255.0), 0, 255)
+    return Image.fromarray(out)
   if img.mode in ("L", "RGB", "RGBA"):
     return img
   try:
@@ -125,7 +154,7 @@ def _from_array(a: np.ndarray) -> Image.Image:
     raise ImageError(f"An image array must be [H, W], [H, W, 3] or [H, W, 4]; got shape "
                      f"{a.shape}.")
   if a.dtype == np.uint16:
-    a = np.round(a.astype(np.float64) * 255.0 / 65535.0).astype(np.uint8)
+    a = scale_to_8bit(a, 65535)
   elif np.issubdtype(a.dtype, np.floating):
     a = np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8)
   elif a.dtype != np.uint8:

@@ -96,3 +96,17 @@ def rss_mib() -> tuple[float, float] | None:
     return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
   except (OSError, KeyError, ValueError):
     return None
+
+
+def release_free_memory() -> bool:
+  """Gives the memory that glibc's malloc holds free back to the system
+  (`malloc_trim(0)`), as after decoding a large image. True where it was called (a
+  process on glibc's malloc); a preloaded allocator returns memory by itself."""
+  if current() != "libc":
+    return False
+  import ctypes
+  try:
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+  except (OSError, AttributeError):
+    return False
+  return True

@@ -96,3 +96,28 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
   with pytest.raises(ImageError, match="more than 9,999 pixels"):
     images.open_image(path, max_pixels=9_999)
   assert images.open_image(path, max_pixels=10_000).size == (100, 100)
+
+
+def test_16_bit_scaling_in_integers_equals_the_float64_rounding():
+  from ferjax.images import scale_to_8bit
+  every = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+  reference = np.round(every.astype(np.float64) * 255.0 / 65535.0)
+  assert np.array_equal(scale_to_8bit(every, 65535), reference.astype(np.uint8))
+  small = np.arange(-5, 300, dtype=np.int32).reshape(1, -1)  # mode I: clipped
+  reference = np.clip(np.round(small * 255.0 / 255.0), 0, 255)
+  assert np.array_equal(scale_to_8bit(small, 255), reference.astype(np.uint8))
+
+
+def test_a_16_bit_image_taller_than_a_band_converts_as_a_whole(monkeypatch):
+  from ferjax import images
+  monkeypatch.setattr(images, "BAND_PIXELS", 64)  # many bands of one row or so
+  rng = np.random.default_rng(0)
+  a = rng.integers(0, 65536, (37, 50), dtype=np.uint16)
+  img = Image.fromarray(a)  # mode I;16
+  assert img.mode == "I;16"
+  expect = np.round(a.astype(np.float64) * 255 / 65535).astype(np.uint8)
+  assert np.array_equal(np.asarray(images.to_8bit(img)), expect)
+  f = Image.fromarray((a / 65535.0 * 3 - 1).astype(np.float32))  # mode F, beyond [0, 1]
+  lo, hi = min(f.getextrema()[0], 0.0), max(f.getextrema()[1], 1.0)
+  ref = np.clip(np.round((np.asarray(f, np.float64) - lo) / (hi - lo) * 255), 0, 255)
+  assert np.array_equal(np.asarray(images.to_8bit(f)), ref.astype(np.uint8))
