@@ -139,6 +139,8 @@ def open_image(source, *, name: str | None = None, max_pixels: int | None = None
   except Image.DecompressionBombError:
     raise ImageError(f"{where} has more than {limit:,} pixels; scale it down "
                      "first.") from None
+  except PermissionError:
+    raise ImageError(f"{where} cannot be read: permission denied.") from None
   except UnidentifiedImageError:
     raise ImageError(f"{where} is not an image that can be read (JPEG, PNG, WebP, BMP, "
                      "GIF, TIFF ...).") from None

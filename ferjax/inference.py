@@ -212,9 +212,16 @@ def load_weights(path: str | Path) -> tuple[ModelInfo, Any, Any]:
                          "reinstall ferjax.")
     raise WeightsError(f"No weights file at '{path}'. Write one from a trained run with "
                        "`python -m ferjax.export --workdir DIR OUT.npz`.")
+  if os.access(path, os.R_OK) and not zipfile.is_zipfile(path):
+    # np.load would try it as a pickle and advise allow_pickle=True: never for weights.
+    raise WeightsError(f"'{path}' is not a readable ferjax weights file (not an .npz "
+                       "archive, or a truncated one); export it again with "
+                       "`python -m ferjax.export`.")
   try:
     with np.load(path, allow_pickle=False) as f:
       arrays = {k: f[k] for k in f.files}
+  except PermissionError:
+    raise WeightsError(f"'{path}' cannot be read: permission denied.") from None
   except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
     raise WeightsError(f"'{path}' is not a readable ferjax weights file ({e}); export "
                        "it again with `python -m ferjax.export`.") from None

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,11 +68,32 @@ def reserve_output(folder: Path, stem: str, suffix: str) -> Path:
   raise FerjaxError(f"no free name for '{stem}{suffix}' in '{folder}'")
 
 
+def _why_not_there(p: Path) -> str:
+  """Why `p` is neither a file nor a folder that can be read, in words."""
+  try:
+    os.stat(p)
+  except OSError as e:
+    if e.errno == errno.ELOOP:
+      return "a symbolic link that loops back on itself"
+    if e.errno in (errno.EACCES, errno.EPERM):
+      return "permission denied (a folder on its path cannot be entered)"
+    if e.errno == errno.ENOENT:
+      return ("a symbolic link to nothing" if p.is_symlink()
+              else "no such file or folder")
+    return describe_os_error(e)
+  return "neither a file nor a folder"
+
+
 def expand(paths: list[str]) -> tuple[list[Path], list[str]]:
   """Files to process (folders searched recursively) and a message per bad path."""
   files, errors = [], []
   for p in map(Path, paths):
     if p.is_dir():
+      try:
+        next(os.scandir(p), None)
+      except PermissionError:
+        errors.append(f"{p}: permission denied: this folder cannot be listed")
+        continue
       found = sorted(f for f in p.rglob("*") if f.is_file()
                      and f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
       if not found:
@@ -79,7 +102,7 @@ def expand(paths: list[str]) -> tuple[list[Path], list[str]]:
     elif p.is_file():
       files.append(p)
     else:
-      errors.append(f"{p}: no such file or folder")
+      errors.append(f"{p}: {_why_not_there(p)}")
   return files, errors
 
 
@@ -88,11 +111,18 @@ def video_frames(path: Path, *, every: int | None, fps: float | None
   """(frame index, seconds, RGB frame, frames per second kept) of every `every`-th
   frame, or `fps` of them per second."""
   import imageio_ffmpeg
+  _no_python_in_forked_child()
   try:
     reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
     meta = reader.__next__()
+  except PermissionError:
+    raise FerjaxError("permission denied: the file cannot be read") from None
   except (OSError, RuntimeError, StopIteration) as e:
-    raise FerjaxError(f"cannot be read as a video ({str(e).splitlines()[0]})") from None
+    text = str(e)
+    if "meta information" in text or "does not contain any stream" in text:
+      raise FerjaxError("the file has no video stream (audio only, empty, or not a "
+                        "video)") from None
+    raise FerjaxError(f"cannot be read as a video ({text.splitlines()[0]})") from None
   w, h = meta["size"]
   rate = float(meta.get("fps") or 25.0)
   step = every or (max(1, round(rate / fps)) if fps else 1)
@@ -104,6 +134,19 @@ def video_frames(path: Path, *, every: int | None, fps: float | None
     raise FerjaxError(f"video decoding failed ({str(e).splitlines()[0]})") from None
   finally:
     reader.close()
+
+
+def _no_python_in_forked_child() -> None:
+  """Starts ffmpeg without running Python in the forked child.
+
+  imageio-ffmpeg puts ffmpeg in its own process group (so that Ctrl-C reaches only
+  ferjax) with `preexec_fn=os.setpgrp`: Python code between fork and exec, which is
+  what JAX's "os.fork() ... will likely lead to a deadlock" warning is about, and
+  rightly (another thread may hold a lock the child then needs). Without a preexec_fn,
+  CPython forks and execs ffmpeg in C, calls no fork hooks and runs no Python in the
+  child. The cost: Ctrl-C also reaches ffmpeg, which ends it, as ferjax ends anyway.
+  """
+  os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
 
 
 class Output:
@@ -230,6 +273,7 @@ def _run_video(path, predictor, out, args, detect, annotate_path) -> int:
       if annotate_path is not None:
         if writer is None:
           import imageio_ffmpeg
+          _no_python_in_forked_child()
           h, w = rgb.shape[:2]
           writer = imageio_ffmpeg.write_frames(str(annotate_path), (w, h), fps=rate,
                                                macro_block_size=1)

@@ -96,3 +96,19 @@ def test_the_shipped_model_loads_and_predicts():
   assert zipfile.is_zipfile(path)
 
 
+
+
+def test_random_bytes_and_unreadable_weight_files_say_what_they_are(tmp_path,
+                                                                     monkeypatch):
+  junk = tmp_path / "random.npz"
+  junk.write_bytes(np.random.default_rng(0).bytes(4096))
+  with pytest.raises(inference.WeightsError, match="not an .npz archive") as e:
+    inference.Classifier.load(junk)
+  assert "allow_pickle" not in str(e.value)
+  np.savez(tmp_path / "ok.npz", a=np.zeros(3))
+
+  def denied(*a, **k):
+    raise PermissionError(13, "Permission denied")
+  monkeypatch.setattr(inference.np, "load", denied)  # as for a file mode 000 (not root)
+  with pytest.raises(inference.WeightsError, match="permission denied"):
+    inference.Classifier.load(tmp_path / "ok.npz")

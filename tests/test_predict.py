@@ -166,3 +166,69 @@ def test_reserve_output_takes_the_next_free_name(tmp_path):
   second = predict.reserve_output(tmp_path, "a", ".png")
   assert (first.name, second.name) == ("a-2.png", "a-3.png")
   assert (tmp_path / "a.png").read_bytes() == b"x"
+
+
+def test_messages_say_what_is_wrong_with_a_path(tiny_weights, tmp_path, capsys,
+                                                monkeypatch):
+  loop = tmp_path / "loop"
+  loop.symlink_to(loop)
+  dangling = tmp_path / "dangling.jpg"
+  dangling.symlink_to(tmp_path / "gone.jpg")
+  code, out, err = _run([str(loop), str(dangling), str(tmp_path / "missing.png"),
+                         "--weights", str(tiny_weights)], capsys)
+  assert code == 1 and out == ""
+  assert "loop: a symbolic link that loops back on itself" in err
+  assert "dangling.jpg: a symbolic link to nothing" in err
+  assert "missing.png: no such file or folder" in err
+  # A folder or file that cannot be read (mode 000 as a user; root reads anything,
+  # so the denial is made where the file system would make it).
+  from ferjax import images
+  locked = tmp_path / "locked"
+  locked.mkdir()
+  real_scandir = predict.os.scandir
+
+  def scandir(path):
+    if str(path) == str(locked):
+      raise PermissionError(13, "Permission denied", str(path))
+    return real_scandir(path)
+  monkeypatch.setattr(predict.os, "scandir", scandir)
+  photo = tmp_path / "photo.png"
+  Image.fromarray(skimage_data.astronaut()).resize((64, 64)).save(photo)
+
+  def denied(fp, *a, **k):
+    raise PermissionError(13, "Permission denied", str(fp))
+  monkeypatch.setattr(images.Image, "open", denied)
+  code, out, err = _run([str(locked), str(photo), "--weights", str(tiny_weights)],
+                        capsys)
+  assert code == 1
+  assert "locked: permission denied: this folder cannot be listed" in err
+  assert "photo.png: " in err and "permission denied" in err
+  assert "corrupt" not in err and "no images or videos" not in err
+
+
+def test_an_audio_only_video_and_no_fork_warning(tiny_weights, tmp_path, capsys,
+                                                 recwarn, monkeypatch):
+  import subprocess
+
+  import imageio_ffmpeg
+  audio = tmp_path / "talk.mp4"
+  subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi",
+                  "-i", "anullsrc=r=8000:cl=mono", "-t", "1", "-c:a", "aac",
+                  str(audio)], check=True)
+  frame = np.asarray(Image.fromarray(skimage_data.astronaut()).resize((96, 96)))
+  clip = tmp_path / "clip.mp4"
+  writer = imageio_ffmpeg.write_frames(str(clip), (96, 96), fps=5, macro_block_size=1)
+  writer.send(None)
+  for _ in range(3):
+    writer.send(frame.tobytes())
+  writer.close()
+  monkeypatch.delenv("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", raising=False)
+  recwarn.clear()  # the writer above is the test's, not predict's
+  code, out, err = _run([str(audio), str(clip), "--weights", str(tiny_weights),
+                         "--json", "--annotate", str(tmp_path / "ann")], capsys)
+  assert code == predict.EXIT_SOME_FAILED
+  assert "talk.mp4: the file has no video stream" in err
+  assert "meta information" not in err
+  assert len(out.splitlines()) >= 1
+  forks = [w for w in recwarn if "os.fork()" in str(w.message)]
+  assert not forks, forks[0].message
