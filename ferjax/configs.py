@@ -77,9 +77,18 @@ class Config:
                         f"{self.input_size}")
     if not 0 < self.val_fraction < 1:
       raise ConfigError(f"val_fraction must be between 0 and 1; got {self.val_fraction}")
-    for name in ("weight_decay", "label_smoothing", "warmup_epochs"):
-      if not getattr(self, name) >= 0:
+    for name in ("weight_decay", "warmup_epochs"):
+      if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):
         raise ConfigError(f"{name} must be at least 0; got {getattr(self, name)}")
+    if not 0 <= self.label_smoothing < 1:
+      raise ConfigError("label_smoothing must be at least 0 and below 1; got "
+                        f"{self.label_smoothing}")
+    for name in ("seed", "val_seed"):
+      if not 0 <= getattr(self, name) < 2**31:
+        raise ConfigError(f"{name} must be 0 to 2**31 - 1; got {getattr(self, name)}")
+    if self.train_limit is not None and self.train_limit < 1:
+      raise ConfigError(f"train_limit must be at least 1 (or none for all images); got "
+                        f"{self.train_limit}")
     from ferjax.models import MODELS
     if self.model not in MODELS:
       raise ConfigError(f"model must be one of {', '.join(MODELS)}; got '{self.model}'")

@@ -8,6 +8,7 @@ device computes (prefetch). The order of examples in an epoch is a pure function
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import queue
@@ -92,7 +93,10 @@ def load_fer2013(data: str | os.PathLike | None, *, splits: tuple[str, ...],
     # printed next lands on the bar's line; preparing takes seconds, not minutes.
     tfds.disable_progress_bar()
     try:
-      builder.download_and_prepare()
+      # TFDS prints "Downloading and preparing dataset ..." on stdout, which must stay
+      # clean for --json/--csv: its notices go to stderr with ours.
+      with contextlib.redirect_stdout(sys.stderr):
+        builder.download_and_prepare()
     finally:
       tfds.enable_progress_bar()
     print(f"Prepared in {time.perf_counter() - t0:.0f} s", file=sys.stderr)

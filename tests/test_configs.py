@@ -44,6 +44,14 @@ def test_set_reaches_top_level_and_augment_fields():
     ("augment.erase_prob=2", "augment.erase_prob must be between 0 and 1"),
     ("augment.max_rotation=-5", "augment.max_rotation must be at least 0"),
     ("weight_decay", "expected KEY=VALUE"),
+    ("train_limit=-5", "train_limit must be at least 1"),
+    ("train_limit=0", "train_limit must be at least 1"),
+    ("label_smoothing=5", "label_smoothing must be at least 0 and below 1"),
+    ("label_smoothing=1", "label_smoothing must be at least 0 and below 1"),
+    ("seed=-1", "seed must be 0 to"),
+    ("val_seed=-3", "val_seed must be 0 to"),
+    ("weight_decay=nan", "weight_decay must be at least 0"),
+    ("dtype=float16", "dtype must be one of float32, bfloat16"),
 ])
 def test_bad_values_are_refused_when_the_config_is_built(assignment, message):
   with pytest.raises(ConfigError, match=message):

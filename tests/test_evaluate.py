@@ -37,3 +37,13 @@ def test_bad_choices_are_messages(tmp_path, capsys):
                                    "--data", str(tmp_path)]))
   err = capsys.readouterr().err
   assert e.value.code == 2 and "Traceback" not in err and "none.npz" in err
+
+
+def test_json_stdout_is_pure_even_when_the_data_is_prepared_first(
+    tiny_weights, toy_zip, tmp_path, capsys):
+  fresh = tmp_path / "fresh_tfds"  # nothing prepared here yet
+  evaluate.main(["--weights", str(tiny_weights), "--data", str(toy_zip), "--data-dir",
+                 str(fresh), "--json", "--no-tta"])
+  captured = capsys.readouterr()
+  assert "Preparing FER2013" in captured.err  # the notices went to stderr
+  assert json.loads(captured.out)["n"] == 36  # and stdout is one JSON object
