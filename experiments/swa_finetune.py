@@ -150,7 +150,7 @@ def main(argv=None) -> None:
     train_seconds = time.perf_counter() - t0
     n_avg += 1
     avg = (jax.tree.map(jnp.copy, state.params) if avg is None else
-           jax.tree.map(lambda a, p: a + (p - a) / n_avg, avg, state.params))
+           jax.tree.map(lambda a, p, n=n_avg: a + (p - a) / n, avg, state.params))
     stats = recompute_batch_stats(bn_stats, avg, state.batch_stats, ds.train,
                                   n_images=args.bn_images,
                                   batch_size=config.batch_size, key=bn_key)

@@ -40,8 +40,10 @@ def main():
       for mb in BUDGETS_MB:
         ops.WINOGRAD_BYTES = ops.WINOGRAD_GRAD_BYTES = mb * 2**20
         # A fresh function per budget: the budget is read when the function is traced.
-        fwd.append(f"F{m} {mb}MB {rate(lambda x, k, m=m: ops._winograd_forward(x, k, PAD, m), x, k)}")
-        grad.append(f"F{m} {mb}MB {rate(lambda x, g, k=k, m=m: ops._winograd_kernel_grad(x, g, k, PAD, m), x, g)}")
+        forward = lambda x, k, m=m: ops._winograd_forward(x, k, PAD, m)
+        kernel_grad = lambda x, g, k=k, m=m: ops._winograd_kernel_grad(x, g, k, PAD, m)
+        fwd.append(f"F{m} {mb}MB {rate(forward, x, k)}")
+        grad.append(f"F{m} {mb}MB {rate(kernel_grad, x, g)}")
     print(f"{h:2d}x{h:<2d} {ci:3d}->{co:3d} forward:  " + " | ".join(fwd))
     print(f"{'':14s} kernel gradient: " + " | ".join(grad), flush=True)
 

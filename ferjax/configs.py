@@ -98,7 +98,7 @@ class Config:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
   @classmethod
-  def from_dict(cls, d: dict) -> "Config":
+  def from_dict(cls, d: dict) -> Config:
     """A Config from its JSON form; unknown keys are refused, missing ones default."""
     d = dict(d)
     aug = dict(d.pop("augment", {}))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from pathlib import Path
 
 from ferjax import cli, inference, input_pipeline, malloc, report
 from ferjax.configs import DTYPES, load_run_config

@@ -136,14 +136,14 @@ class Classifier:
 
   # -- constructors
   @classmethod
-  def load(cls, path: str | Path) -> "Classifier":
+  def load(cls, path: str | Path) -> Classifier:
     """A classifier from a weights file written by `save_weights`."""
     info, params, batch_stats = load_weights(path)
     return cls(info, params, batch_stats)
 
   @classmethod
   def from_workdir(cls, workdir: str | Path, *, dtype: str | None = None
-                   ) -> "Classifier":
+                   ) -> Classifier:
     """A classifier from the best checkpoint of a training run's workdir."""
     info, params, batch_stats = restore_run(workdir)
     if dtype is not None:

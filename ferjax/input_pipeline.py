@@ -35,7 +35,7 @@ class Split:
   def __len__(self) -> int:
     return len(self.labels)
 
-  def take(self, idx: np.ndarray) -> "Split":
+  def take(self, idx: np.ndarray) -> Split:
     return Split(self.images[idx], self.labels[idx])
 
 
@@ -183,8 +183,8 @@ def split_validation(labels: np.ndarray, *, fraction: float, seed: int
   return train, val
 
 
-def cut_validation(full: "Split", *, fraction: float, seed: int,
-                   train_limit: int | None = None) -> tuple["Split", "Split"]:
+def cut_validation(full: Split, *, fraction: float, seed: int,
+                   train_limit: int | None = None) -> tuple[Split, Split]:
   """(train, validation) of a training split: the stratified, seeded validation cut,
   then --train-limit's stratified subset of what is left for training."""
   train_idx, val_idx = split_validation(full.labels, fraction=fraction, seed=seed)

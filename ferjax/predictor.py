@@ -79,7 +79,7 @@ class Predictor:
     self.detect_size = detect_size
 
   @classmethod
-  def load(cls, *, workdir=None, weights=None, **kwargs) -> "Predictor":
+  def load(cls, *, workdir=None, weights=None, **kwargs) -> Predictor:
     """A run's best checkpoint, a weights file, or (neither given) the shipped model."""
     if workdir is not None:
       return cls.from_workdir(workdir, **kwargs)
@@ -88,17 +88,17 @@ class Predictor:
     return cls.from_pretrained(**kwargs)
 
   @classmethod
-  def from_pretrained(cls, **kwargs) -> "Predictor":
+  def from_pretrained(cls, **kwargs) -> Predictor:
     """The model that ships with ferjax."""
     return cls(load_pretrained(), **kwargs)
 
   @classmethod
-  def from_workdir(cls, workdir: str | Path, **kwargs) -> "Predictor":
+  def from_workdir(cls, workdir: str | Path, **kwargs) -> Predictor:
     """The best checkpoint of a training run."""
     return cls(Classifier.from_workdir(workdir), **kwargs)
 
   @classmethod
-  def from_weights(cls, path: str | Path, **kwargs) -> "Predictor":
+  def from_weights(cls, path: str | Path, **kwargs) -> Predictor:
     """A weights file written by `python -m ferjax.export`."""
     return cls(Classifier.load(path), **kwargs)
 

@@ -119,7 +119,7 @@ class Batcher:
         try:
           item = await asyncio.wait_for(self._queue.get(),
                                         max(0.0, deadline - loop.time()))
-        except asyncio.TimeoutError:
+        except TimeoutError:
           break
         items.append(item)
         n += len(item[0])

@@ -228,7 +228,7 @@ class LoopState:
     return dataclasses.asdict(self)
 
   @classmethod
-  def from_json(cls, d: dict) -> "LoopState":
+  def from_json(cls, d: dict) -> LoopState:
     known = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -282,7 +282,7 @@ class WorkdirLock:
     os.close(self._fd)  # releases the lock
 
 
-def data_fingerprint(ds: "Data") -> dict:
+def data_fingerprint(ds: Data) -> dict:
   """What identifies the prepared data of a run: sizes and a hash of each split."""
   import hashlib
   out = {}

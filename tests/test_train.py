@@ -34,7 +34,7 @@ def _params(workdir: Path, which: str, config) -> dict:
 def test_accuracy_rises_on_a_learnable_toy_set(tmp_path, toy_zip, tfds_dir):
   config = dataclasses.replace(TINY, epochs=4, early_stopping=False)
   rep = train.train_and_evaluate(config, tmp_path, data=toy_zip, data_dir=tfds_dir)
-  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
   assert rows[-1]["train_accuracy"] > rows[0]["train_accuracy"]
   assert rows[-1]["val_loss"] < rows[0]["val_loss"]

@@ -75,8 +75,8 @@ def test_bad_arguments_get_messages_before_any_work(tmp_path, capsys):
            (["--lr", "nan"], "--lr must be a positive number")]
   for args, message in cases:
     with pytest.raises(SystemExit) as e:
-      run_cli(lambda: train.main(["--variant", "tiny", "--data", str(tmp_path / "no"),
-                                  *args]))
+      run_cli(lambda args=args: train.main(["--variant", "tiny", "--data",
+                                            str(tmp_path / "no"), *args]))
     err = capsys.readouterr().err
     assert e.value.code == 2 and message in err and "Traceback" not in err, err
 

@@ -261,6 +261,6 @@ def _read_csv(path: Path) -> Source:
       raise DataError(f"'{path}' is not a readable csv file ({e}).") from None
   if not per_split:
     raise DataError(f"'{path}' has a header but no rows: it holds no images.")
-  splits = {s: SplitData(images=np.stack(i), labels=np.asarray(l, np.int64), ids=d)
-            for s, (i, l, d) in per_split.items()}
+  splits = {s: SplitData(images=np.stack(im), labels=np.asarray(lab, np.int64), ids=d)
+            for s, (im, lab, d) in per_split.items()}
   return Source(form="csv", splits=splits, converted=0)
