@@ -20,7 +20,7 @@ import argparse
 import dataclasses
 import json
 
-from ferjax import cli, inference, input_pipeline, malloc, report
+from ferjax import calibration, cli, inference, input_pipeline, malloc, report
 from ferjax.configs import DTYPES, load_run_config
 from ferjax.errors import ConfigError, run_cli
 
@@ -70,18 +70,37 @@ def evaluate(*, workdir=None, weights=None, pretrained: bool = False, data=None,
     raise ConfigError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
   clf = load_classifier(workdir=workdir, weights=weights, pretrained=pretrained,
                         dtype=dtype)
-  cut = {k: v for k, v in clf.info.source.items()
-         if k in ("val_fraction", "val_seed", "train_limit")}
+  data_split = load_split(split, num_classes=clf.info.num_classes, data=data,
+                          data_dir=data_dir, **data_cut(clf, workdir))
+  labels = data_split.labels
+  out, probs = {}, {}
+  for tta_on in (False, True) if tta else (False,):
+    logits = clf.logits(data_split.images, tta=tta_on)
+    sfx = "_tta" if tta_on else ""
+    raw = calibration.calibrated_probs(logits, calibration.Scaling.identity(
+        len(clf.classes)))
+    probs[tta_on] = calibration.calibrated_probs(logits, clf.info.scaling(tta_on))
+    for name, value in calibration.measures(probs[tta_on], labels).items():
+      if name != "accuracy":
+        out[name + sfx] = value
+    for name, value in calibration.measures(raw, labels).items():
+      out[f"{name}{sfx}_uncalibrated"] = value
+    at = calibration.coverage(probs[tta_on], labels, clf.info.threshold(tta_on))
+    out.update({f"{k}{sfx}": v for k, v in at.items()})
+  summary = report.summarize(labels, probs[False], probs.get(True), clf.classes, split)
+  return {**summary, **out, "calibrated": clf.calibrated, "model": clf.info.model,
+          "dtype": clf.info.dtype}
+
+
+def data_cut(clf: inference.Classifier, workdir=None) -> dict:
+  """The validation cut of train/ that the model was trained beside: its run's
+  config, or what its weights file recorded."""
   if workdir is not None:
     config = load_run_config(workdir)
-    cut = {"val_fraction": config.val_fraction, "val_seed": config.val_seed,
-           "train_limit": config.train_limit}
-  data_split = load_split(split, num_classes=clf.info.num_classes, data=data,
-                          data_dir=data_dir, **cut)
-  probs = clf.classify(data_split.images)
-  probs_tta = clf.classify(data_split.images, tta=True) if tta else None
-  out = report.summarize(data_split.labels, probs, probs_tta, clf.classes, split)
-  return {**out, "model": clf.info.model, "dtype": clf.info.dtype}
+    return {"val_fraction": config.val_fraction, "val_seed": config.val_seed,
+            "train_limit": config.train_limit}
+  return {k: v for k, v in clf.info.source.items()
+          if k in ("val_fraction", "val_seed", "train_limit")}
 
 
 def main(argv=None) -> None:
@@ -112,6 +131,15 @@ def main(argv=None) -> None:
   tta = "" if out["accuracy_tta"] is None else f", with TTA {out['accuracy_tta']:.4f}"
   print(f"{out['split']}: {out['n']} images, accuracy {out['accuracy']:.4f}{tta} "
         f"({out['model']}, {out['dtype']})")
+  if out["calibrated"]:
+    print(f"  calibration (single view): ECE {out['ece_uncalibrated']:.4f} -> "
+          f"{out['ece']:.4f}, NLL {out['nll_uncalibrated']:.4f} -> {out['nll']:.4f}, "
+          f"Brier {out['brier_uncalibrated']:.4f} -> {out['brier']:.4f}; answers "
+          f"{out['coverage']:.4f} of faces (confidence >= {out['threshold']:.3f}), "
+          f"{out['answered_accuracy']:.4f} of them correct")
+  else:
+    print(f"  not calibrated (ECE {out['ece']:.4f}); `python -m ferjax.calibrate` "
+          "fits it on the validation split")
   for name, r in out["per_class_recall"].items():
     print(f"  {name:9s} recall {'-' if r is None else f'{r:.4f}'}")
 

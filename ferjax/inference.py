@@ -66,9 +66,13 @@ def _apply_in_chunks(apply, x: jax.Array, n: int) -> jax.Array:
   return out.swapaxes(0, 1).reshape(x.shape[0], *out.shape[2:])[:b]
 
 
-def predict_step(state: Any, images: jax.Array, *, tta: bool,
-                 input_size: int = 48) -> jax.Array:
+def predict_step(state: Any, images: jax.Array, scaling=None, *, tta: bool,
+                 input_size: int = 48, logits: bool = False) -> jax.Array:
   """Class probabilities [B, C] for uint8 images [B, 48, 48]; TTA averages 10 views.
+
+  `scaling`: (scale [C], bias [C]) applied to the logits before the softmax (the
+  calibration, ferjax.calibration). `logits=True` returns the raw logits instead:
+  [B, C], or [10, B, C] with TTA.
 
   `state` is anything with `apply_fn`, `params` and `batch_stats` (a TrainState or
   `Classifier.state`). A network that sees input_size < 48 gets the centre crop
@@ -83,14 +87,20 @@ def predict_step(state: Any, images: jax.Array, *, tta: bool,
     apply = partial(_apply_in_chunks, apply, n=min(CPU_EVAL_CHUNK, images.shape[0]))
   x = to_unit(images)
   if not tta:
-    return jax.nn.softmax(apply(augment_lib.center_crop(x, input_size)))
-  views = augment_lib.tta_views(x, size=input_size)  # [V, B, S, S]
-  if on_cpu:
-    logits = jax.lax.map(apply, views)
+    z = apply(augment_lib.center_crop(x, input_size))
   else:
-    v, b = views.shape[:2]
-    logits = apply(views.reshape(v * b, *views.shape[2:])).reshape(v, b, -1)
-  return jax.nn.softmax(logits).mean(0)
+    views = augment_lib.tta_views(x, size=input_size)  # [V, B, S, S]
+    if on_cpu:
+      z = jax.lax.map(apply, views)
+    else:
+      v, b = views.shape[:2]
+      z = apply(views.reshape(v * b, *views.shape[2:])).reshape(v, b, -1)
+  if logits:
+    return z
+  if scaling is not None:
+    z = z * scaling[0] + scaling[1]
+  p = jax.nn.softmax(z)
+  return p.mean(0) if tta else p
 
 
 @jax.tree_util.register_dataclass
@@ -110,10 +120,30 @@ class ModelInfo:
   input_size: int = 48
   dtype: str = "float32"
   source: dict = dataclasses.field(default_factory=dict)
+  # Fitted on the validation split (ferjax.calibration): {"single": {"scale": [C],
+  # "bias": [C]}, "tta": {...}, "threshold": {"single": t, "tta": t}, "fit": {...}}.
+  # Empty for a file written before calibration existed: probabilities as they are.
+  calibration: dict = dataclasses.field(default_factory=dict)
 
   @property
   def classes(self) -> tuple[str, ...]:
     return class_names(self.num_classes)
+
+  def scaling(self, tta: bool):
+    """The calibration's Scaling for single-view or TTA predictions (identity if
+    there is none); ValueError where the stored one is invalid."""
+    from ferjax.calibration import Scaling
+    entry = self.calibration.get("tta" if tta else "single")
+    if entry is None:
+      return Scaling.identity(self.num_classes)
+    return Scaling.from_dict(entry, self.num_classes)
+
+  def threshold(self, tta: bool) -> float:
+    """The top probability below which a face is uncertain (0 without calibration)."""
+    t = float(self.calibration.get("threshold", {}).get("tta" if tta else "single", 0.0))
+    if not 0.0 <= t <= 1.0:
+      raise ValueError(f"a calibration threshold must be 0 to 1; got {t}")
+    return t
 
 
 class Classifier:
@@ -127,12 +157,14 @@ class Classifier:
   def __init__(self, info: ModelInfo, params, batch_stats):
     self.info = info
     self.classes = info.classes
+    self.calibrated = bool(info.calibration)
+    self._scaling = {tta: info.scaling(tta).arrays() for tta in (False, True)}
     net = models.create_model(info.model, num_classes=info.num_classes, dtype=info.dtype)
     self.state = InferenceState(params=params, batch_stats=batch_stats,
                                 apply_fn=net.apply)
-    self._steps = {tta: jax.jit(partial(predict_step, tta=tta,
-                                        input_size=info.input_size))
-                   for tta in (False, True)}
+    self._steps = {(tta, logits): jax.jit(partial(predict_step, tta=tta, logits=logits,
+                                                  input_size=info.input_size))
+                   for tta in (False, True) for logits in (False, True)}
 
   # -- constructors
   @classmethod
@@ -151,19 +183,34 @@ class Classifier:
     return cls(info, params, batch_stats)
 
   # -- prediction
-  def classify(self, crops: np.ndarray, *, tta: bool = False) -> np.ndarray:
-    """Probabilities [N, C] for uint8 crops [N, 48, 48]."""
+  def classify(self, crops: np.ndarray, *, tta: bool = False,
+               calibrated: bool = True) -> np.ndarray:
+    """Probabilities [N, C] for uint8 crops [N, 48, 48]: calibrated where the
+    weights carry a calibration (`info.calibration`) unless `calibrated=False`."""
+    scaling = self._scaling[tta] if calibrated else None
+    return self._run(crops, tta=tta, logits=False, scaling=scaling)
+
+  def logits(self, crops: np.ndarray, *, tta: bool = False) -> np.ndarray:
+    """Raw logits: [N, C], or [10, N, C] (one per view) with `tta`."""
+    return self._run(crops, tta=tta, logits=True, scaling=None)
+
+  def _run(self, crops, *, tta: bool, logits: bool, scaling) -> np.ndarray:
     crops = np.asarray(crops)
     if crops.ndim != 3 or crops.shape[1:] != (48, 48):
       raise ValueError(f"crops must be [N, 48, 48] uint8, got shape {crops.shape}")
-    out, step = [], self._steps[tta]
+    out, step = [], self._steps[tta, logits]
+    axis = 1 if (logits and tta) else 0
     for i in range(0, len(crops), BUCKETS[-1]):
       chunk = crops[i:i + BUCKETS[-1]].astype(np.uint8)
       size = next(b for b in BUCKETS if b >= len(chunk))
       padded = np.zeros((size, 48, 48), np.uint8)
       padded[:len(chunk)] = chunk
-      out.append(np.asarray(step(self.state, padded))[:len(chunk)])
-    return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+      res = np.asarray(step(self.state, padded, scaling))
+      out.append(res[:, :len(chunk)] if axis else res[:len(chunk)])
+    if out:
+      return np.concatenate(out, axis=axis)
+    empty = (10, 0, len(self.classes)) if axis else (0, len(self.classes))
+    return np.zeros(empty, np.float32)
 
   def warm_up(self, *, tta: bool = False) -> None:
     """Compiles every bucket size now rather than on first use."""
@@ -237,6 +284,13 @@ def load_weights(path: str | Path) -> tuple[ModelInfo, Any, Any]:
                        f"{meta['version']}); upgrade ferjax to read it.")
   fields = {f.name for f in dataclasses.fields(ModelInfo)}
   info = ModelInfo(**{k: v for k, v in meta.items() if k in fields})
+  try:
+    for tta in (False, True):
+      info.scaling(tta)
+      info.threshold(tta)
+  except (ValueError, TypeError, KeyError) as e:
+    raise WeightsError(f"'{path}' holds an invalid calibration ({e}); calibrate the "
+                       "model again with `python -m ferjax.calibrate`.") from None
   if info.model not in models.MODELS:
     raise WeightsError(f"'{path}' holds a '{info.model}' network, which this ferjax "
                        f"does not know (known: {', '.join(models.MODELS)}).")

@@ -152,7 +152,7 @@ def _no_python_in_forked_child() -> None:
 class Output:
   """Prints rows as a table, JSON lines or CSV."""
 
-  FIELDS = ("file", "frame", "time", "face", "box", "label", "score")
+  FIELDS = ("file", "frame", "time", "face", "box", "label", "score", "uncertain")
 
   def __init__(self, fmt: str, classes):
     self.fmt, self.classes = fmt, classes
@@ -171,13 +171,15 @@ class Output:
           self._csv.writerow(list(self.FIELDS) + list(self.classes))
         self._csv.writerow([row.get("file"), row.get("frame", ""), row.get("time", ""),
                             k, " ".join(map(str, row["box"])), row["label"],
-                            row["score"]] + [row["probabilities"][c]
+                            row["score"], int(row["uncertain"])] + [
+                                row["probabilities"][c]
                                              for c in self.classes])
       else:
         where = str(file) + (f" @{time:.2f}s" if frame is not None else "")
         top = sorted(f.probabilities.items(), key=lambda kv: -kv[1])[:3]
         box = ",".join(str(round(v)) for v in f.box)
-        print(f"{where:32s} face {k}  [{box:>17s}]  {f.label:9s} {f.score:.2f}  ("
+        label = f.label + ("?" if f.uncertain else "")
+        print(f"{where:32s} face {k}  [{box:>17s}]  {label:9s} {f.score:.2f}  ("
               + ", ".join(f"{n} {v:.2f}" for n, v in top) + ")", flush=True)
 
 
@@ -188,9 +190,14 @@ def run(args) -> int:
   for e in errors:
     print(f"error: {e}", file=sys.stderr)
   predictor = Predictor.load(workdir=args.workdir, weights=args.weights, tta=args.tta,
-                             detect_size=args.detect_size)
+                             detect_size=args.detect_size,
+                             min_confidence=args.min_confidence)
   if not args.no_detect:
     predictor.detector  # noqa: B018 - load it now: a missing detector is a usage error
+  if not predictor.classifier.calibrated:
+    print("note: this model is not calibrated: its probabilities are the network's "
+          "own and no face is marked uncertain (`python -m ferjax.calibrate` fits a "
+          "calibration on the validation split)", file=sys.stderr)
   out = Output("json" if args.json else "csv" if args.csv else "table",
                predictor.classes)
   detect = False if args.no_detect else None
@@ -318,6 +325,10 @@ def main(argv=None) -> None:
                  help="the face detector sees the image scaled to at most this many "
                  "pixels a side (default 640; 320 is about 3x faster and misses "
                  "small faces)")
+  p.add_argument("--min-confidence", type=float, metavar="P",
+                 help="a face whose top probability is below P is marked uncertain "
+                 "('fear? 0.27'; \"uncertain\": true); default: the model's calibrated "
+                 "threshold; 0 turns it off")
   rate = p.add_mutually_exclusive_group()
   rate.add_argument("--every", type=int, metavar="N", help="videos: every N-th frame")
   rate.add_argument("--fps", type=float, help="videos: this many frames per second")
@@ -331,6 +342,8 @@ def main(argv=None) -> None:
     p.error("--every must be at least 1 and --fps positive")
   if not 32 <= args.detect_size <= 4096:
     p.error("--detect-size must be 32 to 4096 pixels")
+  if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
+    p.error("--min-confidence must be 0 to 1 (0: every face is answered)")
   if args.annotate and Path(args.annotate).exists() and not Path(args.annotate).is_dir():
     p.error(f"--annotate: '{args.annotate}' is a file; give a folder for the annotated "
             "copies (it is created if missing)")

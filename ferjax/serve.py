@@ -7,7 +7,8 @@ Routes:
   GET  /             the page: choose or drop a photo, or switch on the webcam.
   POST /v1/predict   one image (multipart upload or the raw body; JPEG, PNG, WebP ...)
                      -> {"width", "height", "faces": [{box, label, score,
-                        probabilities, detection_score, landmarks}], "model", "ms"}
+                        probabilities, detection_score, landmarks, uncertain}],
+                        "model", "ms"}
   GET  /v1/info      the model, its classes, ferjax's version.
   GET  /healthz      {"status": "ready"} once the model is loaded and compiled.
   GET  /docs         the OpenAPI description (FastAPI's).
@@ -219,7 +220,9 @@ def create_app(predictor, *, token: str | None = None,
     i = predictor.classifier.info
     return {"model": i.model, "classes": list(predictor.classes),
             "input_size": i.input_size, "dtype": i.dtype, "tta": predictor.tta,
-            "version": ferjax.__version__, "max_upload_bytes": max_upload_bytes}
+            "version": ferjax.__version__, "max_upload_bytes": max_upload_bytes,
+            "calibrated": predictor.classifier.calibrated,
+            "min_confidence": predictor.min_confidence}
 
   @app.post("/v1/predict", responses={400: {}, 401: {}, 413: {}, 415: {}})
   async def predict(request: Request):
@@ -382,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--detect-size", type=int, default=640, metavar="PIXELS",
                  help="the face detector sees each image scaled to at most this many "
                  "pixels a side (default 640; smaller is faster, misses small faces)")
+  p.add_argument("--min-confidence", type=float, metavar="P",
+                 help="faces whose top probability is below P are marked uncertain "
+                 "(default: the model's calibrated threshold; 0 turns it off)")
   p.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20,
                  help="largest upload accepted, in MiB (default 10)")
   return p
@@ -400,10 +406,14 @@ def main(argv=None) -> None:
   if not (math.isfinite(args.max_upload_mb) and 0 < args.max_upload_mb <= 1024):
     raise ConfigError(f"--max-upload-mb must be a number of MiB above 0 and at most "
                       f"1024, got {args.max_upload_mb}")
+  if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
+    raise ConfigError(f"--min-confidence must be 0 to 1 (0: every face is answered); "
+                      f"got {args.min_confidence}")
   import uvicorn
   from ferjax.predictor import Predictor
   predictor = Predictor.load(workdir=args.workdir, weights=args.weights,
-                             detect_size=args.detect_size)
+                             detect_size=args.detect_size,
+                             min_confidence=args.min_confidence)
   wildcard = args.host in ("0.0.0.0", "::")  # every interface: any name, token needed
   app = create_app(predictor, token=args.token,
                    max_upload_bytes=max(1, int(args.max_upload_mb * 2**20)),

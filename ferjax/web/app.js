@@ -32,23 +32,28 @@ function draw(source, result) {
   result.faces.forEach((f, i) => {
     const [x0, y0, x1, y1] = f.box;
     ctx.lineWidth = line;
-    ctx.strokeStyle = "#ffc800";
+    const colour = f.uncertain ? "#aaaaaa" : "#ffc800";  // grey: not sure
+    ctx.strokeStyle = colour;
     ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
     const size = Math.max(12, Math.round((x1 - x0) / 6));
     ctx.font = `600 ${size}px system-ui, sans-serif`;
-    const text = `${i + 1}. ${f.label} ${f.score.toFixed(2)}`;
+    const mark = f.uncertain ? "?" : "";
+    const text = `${i + 1}. ${f.label}${mark} ${f.score.toFixed(2)}`;
     const tw = ctx.measureText(text).width;
     const ty = Math.max(0, y0 - size - 2 * line);
-    ctx.fillStyle = "#ffc800";
+    ctx.fillStyle = colour;
     ctx.fillRect(x0, ty, tw + 8, size + 6);
     ctx.fillStyle = "#000";
     ctx.fillText(text, x0 + 4, ty + size);
   });
   list.replaceChildren(...result.faces.map((f, i) => {
     const li = document.createElement("li");
+    if (f.uncertain) li.className = "uncertain";
     const head = document.createElement("div");
     head.className = "label";
-    head.textContent = `${f.label} (${Math.round(100 * f.score)}%)`;
+    head.textContent = f.uncertain
+      ? `${f.label}? (${Math.round(100 * f.score)}%, not sure)`
+      : `${f.label} (${Math.round(100 * f.score)}%)`;
     li.append(head);
     Object.entries(f.probabilities).forEach(([name, p]) => {
       const row = document.createElement("div");
