@@ -59,7 +59,7 @@ def test_table_csv_and_annotate(photos, tiny_weights, tmp_path, capsys):
   assert code == 0 and "astronaut.jpg" in out and "face 0" in out
   code, out, _ = _run([astro, "--weights", str(tiny_weights), "--csv"], capsys)
   rows = list(csv.reader(io.StringIO(out)))
-  assert rows[0][:7] == list(predict.Output.FIELDS) and rows[0][7:] == list(CLASSES_6)
+  assert rows[0][:8] == list(predict.Output.FIELDS) and rows[0][8:] == list(CLASSES_6)
   assert len(rows) == 2
   code, _, _ = _run([astro, "--weights", str(tiny_weights), "--annotate",
                      str(tmp_path / "ann")], capsys)
