@@ -26,7 +26,6 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 ECE_BINS = 15
 
@@ -113,6 +112,7 @@ def fit(logits: np.ndarray, labels: np.ndarray, *, vector: bool = True,
   the scales (so they stay positive), from the identity; a few hundred steps converge
   for six classes.
   """
+  import optax  # only here: the inference path never imports the optimizer library
   z = jnp.asarray(logits, jnp.float32)
   y = jnp.asarray(labels)
   c = z.shape[-1]

@@ -73,13 +73,27 @@ def test_bad_weight_files_get_messages(tmp_path, tiny_weights):
     inference.Classifier.load(tmp_path / "unknown.npz")
 
 
-def test_inference_does_not_import_the_training_loop():
+TRAINING = ("optax", "orbax", "tensorflow_datasets", "matplotlib", "ferjax.train")
+
+
+@pytest.mark.parametrize("modules, forbidden", [
+    # Using a model needs none of training's libraries.
+    ("ferjax.inference, ferjax.predictor, ferjax.predict, ferjax.calibration",
+     TRAINING + ("ferjax.bench", "ferjax.serve")),
+    ("ferjax.serve", TRAINING + ("ferjax.bench",)),
+    # Evaluating and exporting read checkpoints and data, never the training loop.
+    ("ferjax.evaluate, ferjax.export, ferjax.calibrate", ("ferjax.train", "ferjax.bench")),
+    # Nothing imports the benchmark.
+    ("ferjax, ferjax.train, ferjax.loadtest, ferjax.report, ferjax.distributed",
+     ("ferjax.bench",)),
+])
+def test_forbidden_imports(modules, forbidden):
   import subprocess
-  code = ("import sys, ferjax.inference, ferjax.predictor, ferjax.evaluate, ferjax.export;"
-          "print(sorted(m for m in sys.modules if m.startswith('ferjax')))")
+  code = (f"import sys, {modules}; print(' '.join(m for m in {list(forbidden)!r} "
+          "if m in sys.modules))")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       check=True).stdout
-  assert "ferjax.train" not in out and "ferjax.inference" in out
+                       check=True).stdout.split()
+  assert out == [], f"{modules} imported {out}"
 
 
 def test_the_shipped_model_loads_and_predicts():
