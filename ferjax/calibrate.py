@@ -24,29 +24,14 @@ from ferjax import calibration as cal
 from ferjax import cli, evaluate, export, inference, malloc
 from ferjax.errors import ConfigError, FerjaxError, describe_os_error, run_cli
 
-DEFAULT_TARGET = 0.80
+DEFAULT_TARGET = cal.DEFAULT_TARGET
 
 
 def fit_calibration(clf: inference.Classifier, images, labels, *,
                     vector: bool = True, target: float = DEFAULT_TARGET) -> dict:
-  """The calibration entry of a ModelInfo, fitted on (images, labels), with the
-  before/after measures of the fit split under "fit"."""
-  entry, fit_report = {}, {"n": int(len(labels)), "target_accuracy": target,
-                           "method": "vector" if vector else "temperature"}
-  thresholds = {}
-  for mode, tta in (("single", False), ("tta", True)):
-    logits = clf.logits(images, tta=tta)
-    scaling = cal.fit(logits, labels, vector=vector)
-    before = cal.calibrated_probs(logits, cal.Scaling.identity(len(clf.classes)))
-    after = cal.calibrated_probs(logits, scaling)
-    thresholds[mode] = cal.threshold_for_accuracy(after, labels, target=target)
-    entry[mode] = {"scale": list(scaling.scale), "bias": list(scaling.bias)}
-    fit_report[mode] = {"before": cal.measures(before, labels),
-                        "after": cal.measures(after, labels),
-                        **cal.coverage(after, labels, thresholds[mode])}
-  entry["threshold"] = thresholds
-  entry["fit"] = fit_report
-  return entry
+  """The calibration entry of a ModelInfo, fitted on (images, labels)."""
+  return cal.fit_entry(clf.logits(images), clf.logits(images, tta=True), labels,
+                       vector=vector, target=target)
 
 
 def calibrate(*, workdir=None, weights=None, pretrained: bool = False, out,

@@ -284,13 +284,6 @@ def load_weights(path: str | Path) -> tuple[ModelInfo, Any, Any]:
                        f"{meta['version']}); upgrade ferjax to read it.")
   fields = {f.name for f in dataclasses.fields(ModelInfo)}
   info = ModelInfo(**{k: v for k, v in meta.items() if k in fields})
-  try:
-    for tta in (False, True):
-      info.scaling(tta)
-      info.threshold(tta)
-  except (ValueError, TypeError, KeyError) as e:
-    raise WeightsError(f"'{path}' holds an invalid calibration ({e}); calibrate the "
-                       "model again with `python -m ferjax.calibrate`.") from None
   if info.model not in models.MODELS:
     raise WeightsError(f"'{path}' holds a '{info.model}' network, which this ferjax "
                        f"does not know (known: {', '.join(models.MODELS)}).")
@@ -303,6 +296,13 @@ def load_weights(path: str | Path) -> tuple[ModelInfo, Any, Any]:
   params = traverse_util.unflatten_dict(trees["params"], sep="/")
   batch_stats = traverse_util.unflatten_dict(trees["batch_stats"], sep="/")
   _check_shapes(path, info, params, batch_stats)
+  try:
+    for tta in (False, True):
+      info.scaling(tta)
+      info.threshold(tta)
+  except (ValueError, TypeError, KeyError) as e:
+    raise WeightsError(f"'{path}' holds an invalid calibration ({e}); calibrate the "
+                       "model again with `python -m ferjax.calibrate`.") from None
   return info, params, batch_stats
 
 
@@ -351,8 +351,23 @@ def restore_run(workdir: str | Path) -> tuple[ModelInfo, Any, Any]:
   best = restored[0]
   info = ModelInfo(model=config.model, num_classes=config.num_classes,
                    input_size=config.input_size, dtype=config.dtype,
-                   source={"variant": config.variant, "step": int(best.step)})
+                   source={"variant": config.variant, "step": int(best.step)},
+                   calibration=_run_calibration(workdir, int(best.step)))
   return info, best.params, best.batch_stats
+
+
+def _run_calibration(workdir: Path, step: int) -> dict:
+  """The calibration that the run's report fitted for its best checkpoint, or {} (a
+  run from before calibration, or one whose best checkpoint changed since)."""
+  from ferjax.calibration import RUN_FILE
+  path = workdir / RUN_FILE
+  try:
+    entry = json.loads(path.read_text())
+  except (OSError, ValueError):
+    return {}
+  if not isinstance(entry, dict) or entry.get("step") not in (None, step):
+    return {}
+  return entry
 
 
 def pretrained_path() -> Path:

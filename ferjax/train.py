@@ -30,8 +30,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ferjax import augment as augment_lib
-from ferjax import checkpointing, cli, configs, input_pipeline, malloc, report
-from ferjax.inference import predict_step, to_unit
+from ferjax import calibration, checkpointing, cli, configs, input_pipeline, malloc, report
+from ferjax.inference import Classifier, ModelInfo, predict_step, to_unit
 from ferjax.state import (TrainState, abstract_like, check_batch_size, host_slice,
                           init_state, make_mesh, make_optimizer, shard_batch)
 from ferjax.classes import class_names
@@ -540,10 +540,21 @@ def write_report(config: Config, workdir: Path, *, steps: Steps, ckpt, template,
   }
   train_probs = predict_split(steps, state, ds.train)
   out["train_accuracy_clean"] = loss_and_accuracy(train_probs, ds.train.labels)[1]
-  val_probs = predict_split(steps, state, ds.val)
-  val_tta = predict_split(steps, state, ds.val, tta=True)
+  # The validation split's logits serve both its accuracy and the calibration of the
+  # best checkpoint (ferjax.calibration), which export then writes with the weights.
+  clf = Classifier(ModelInfo(model=config.model, num_classes=config.num_classes,
+                             input_size=config.input_size, dtype=config.dtype),
+                   state.params, state.batch_stats)
+  val_logits, val_logits_tta = clf.logits(ds.val.images), clf.logits(ds.val.images,
+                                                                       tta=True)
+  identity = calibration.Scaling.identity(config.num_classes)
+  val_probs = calibration.calibrated_probs(val_logits, identity)
+  val_tta = calibration.calibrated_probs(val_logits_tta, identity)
   out["validation"] = report.summarize(ds.val.labels, val_probs, val_tta, names,
                                        "validation")
+  fitted = {**calibration.fit_entry(val_logits, val_logits_tta, ds.val.labels),
+            "step": int(state.step)}
+  out["calibration"] = fitted["fit"]
   if ds.test is not None:
     test_probs = predict_split(steps, state, ds.test)
     test_tta = predict_split(steps, state, ds.test, tta=True)
@@ -551,13 +562,16 @@ def write_report(config: Config, workdir: Path, *, steps: Steps, ckpt, template,
   else:
     out["test"] = None
   if jax.process_index() == 0:
+    write_atomic(workdir / calibration.RUN_FILE, json.dumps(fitted, indent=2))
     (workdir / "report.json").write_text(json.dumps(out, indent=2))
     report.plot_run_curves(history, workdir / "curves.png", variant=config.variant,
                            model=config.model, augmented=config.augment.enabled)
     report.plot_confusion(out["test"] or out["validation"], workdir / "confusion.png",
                           title=f"ferjax {config.variant} ({config.model})")
+  cal = fitted["fit"]["single"]
   line = (f"{config.variant}: clean train accuracy {out['train_accuracy_clean']:.4f}, "
-          f"validation {out['validation']['accuracy']:.4f}")
+          f"validation {out['validation']['accuracy']:.4f} (calibrated: ECE "
+          f"{cal['before']['ece']:.3f} -> {cal['after']['ece']:.3f})")
   if out["test"]:
     line += (f", test {out['test']['accuracy']:.4f} "
              f"(with TTA {out['test']['accuracy_tta']:.4f})")

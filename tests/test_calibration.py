@@ -77,9 +77,27 @@ def calibrated_weights(tiny_weights, toy_zip, tfds_dir, tmp_path_factory):
   return out
 
 
+def _uncalibrated(weights, tmp_path):
+  """The weights file as one written before calibration existed."""
+  import dataclasses
+  info, params, stats = inference.load_weights(weights)
+  return inference.save_weights(tmp_path / "old.npz", params=params, batch_stats=stats,
+                                info=dataclasses.replace(info, calibration={}))
+
+
+def test_a_training_run_calibrates_its_best_checkpoint(trained_tiny, tiny_weights):
+  report = json.loads((trained_tiny / "report.json").read_text())
+  fit = report["calibration"]
+  assert fit["n"] == report["validation"]["n"]
+  assert fit["single"]["after"]["nll"] <= fit["single"]["before"]["nll"] + 1e-6
+  saved = json.loads((trained_tiny / calibration.RUN_FILE).read_text())
+  assert inference.Classifier.from_workdir(trained_tiny).info.calibration == saved
+  assert inference.Classifier.load(tiny_weights).calibrated  # export carried it
+
+
 def test_calibrate_writes_a_file_every_output_reads(calibrated_weights, tiny_weights,
-                                                    toy_zip, tfds_dir, capsys):
-  old = inference.Classifier.load(tiny_weights)
+                                                    toy_zip, tfds_dir, capsys, tmp_path):
+  old = inference.Classifier.load(_uncalibrated(tiny_weights, tmp_path))
   clf = inference.Classifier.load(calibrated_weights)
   assert clf.calibrated and not old.calibrated and old.info.threshold(False) == 0.0
   fit = clf.info.calibration["fit"]
