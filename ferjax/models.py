@@ -109,6 +109,11 @@ VGGSlim = functools.partial(ConvNet, widths=(48, 96, 192, 384), convs_per_stage=
 VGGFast = functools.partial(ConvNet, widths=(48, 96, 192, 384), convs_per_stage=2,
                             batch_norm=True, dense=256, stage_dropout=0.0,
                             head_dropout=0.4, pool_first=True)
+# vgg_fast with vgg_slim's dropout after each stage (vgg_fast alone overfit its 70-epoch
+# two-hour schedule: experiments/README.md).
+VGGFastDropout = functools.partial(ConvNet, widths=(48, 96, 192, 384), convs_per_stage=2,
+                                   batch_norm=True, dense=256, stage_dropout=0.1,
+                                   head_dropout=0.4, pool_first=True)
 VGGFastWide = functools.partial(ConvNet, widths=(64, 128, 256, 512), convs_per_stage=2,
                                 batch_norm=True, dense=256, stage_dropout=0.0,
                                 head_dropout=0.4, pool_first=True)
@@ -120,7 +125,8 @@ Tiny = functools.partial(ConvNet, widths=(8, 16), convs_per_stage=1, batch_norm=
                          dense=32, stage_dropout=0.0, head_dropout=0.0)
 
 MODELS = {"seed_cnn": SeedCNN, "vgg": VGG, "vgg_slim": VGGSlim, "vgg_small": VGGSmall,
-          "vgg_fast": VGGFast, "vgg_fast_wide": VGGFastWide,
+          "vgg_fast": VGGFast, "vgg_fast_dropout": VGGFastDropout,
+          "vgg_fast_wide": VGGFastWide,
           "tiny": Tiny}
 
 
