@@ -86,8 +86,10 @@ def test_exit_status_when_nothing_could_be_processed(photos, tiny_weights, tmp_p
   assert code == 2
 
 
-def test_a_video_gives_one_row_per_processed_frame(tiny_weights, tmp_path, capsys):
+def test_a_video_gives_one_row_per_processed_frame(tiny_weights, tmp_path, capsys,
+                                                   monkeypatch):
   import imageio_ffmpeg
+  monkeypatch.setenv("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")  # the test's own writer
   frame = np.asarray(Image.fromarray(skimage_data.astronaut()).resize((320, 320)))
   path = tmp_path / "clip.mp4"
   writer = imageio_ffmpeg.write_frames(str(path), (320, 320), fps=5, macro_block_size=1)
