@@ -2,7 +2,8 @@
 
 `--data`/`--data-dir` (where FER2013 is), `--dtype` (the compute dtype) and
 `--set KEY=VALUE` (any config field) mean the same in `ferjax.train`,
-`ferjax.evaluate` and `ferjax.bench`; each command adds them from here.
+`ferjax.evaluate` and `ferjax.bench`, and `--workdir | --weights | --pretrained` in
+`ferjax.evaluate` and `ferjax.calibrate`; each command adds them from here.
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
                       "manual dir)")
   p.add_argument("--data-dir", default=None,
                  help="TFDS data dir for the prepared data (default: ~/tensorflow_datasets)")
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+  """--workdir | --weights | --pretrained: which trained model (exactly one)."""
+  which = p.add_mutually_exclusive_group(required=True)
+  which.add_argument("--workdir", help="a training run's workdir (its best checkpoint)")
+  which.add_argument("--weights", help="a weights file from `python -m ferjax.export`")
+  which.add_argument("--pretrained", action="store_true",
+                     help="the model that ships with ferjax")
 
 
 def add_dtype_flag(p: argparse.ArgumentParser, *, flag: str = "--dtype",

@@ -106,11 +106,7 @@ def data_cut(clf: inference.Classifier, workdir=None) -> dict:
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(prog="python -m ferjax.evaluate", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  which = p.add_mutually_exclusive_group(required=True)
-  which.add_argument("--workdir", help="a training run's workdir (its best checkpoint)")
-  which.add_argument("--weights", help="a weights file from `python -m ferjax.export`")
-  which.add_argument("--pretrained", action="store_true",
-                     help="the model that ships with ferjax")
+  cli.add_model_flags(p)
   cli.add_data_flags(p)
   p.add_argument("--split", default="test", choices=SPLITS,
                  help="test: all of test/ (Kaggle's has both halves); public_test, "
