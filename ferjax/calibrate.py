@@ -22,7 +22,7 @@ import sys
 
 from ferjax import calibration as cal
 from ferjax import cli, evaluate, export, inference, malloc
-from ferjax.errors import ConfigError, FerjaxError, describe_os_error, run_cli
+from ferjax.errors import ConfigError, run_cli
 
 DEFAULT_TARGET = cal.DEFAULT_TARGET
 
@@ -49,14 +49,8 @@ def calibrate(*, workdir=None, weights=None, pretrained: bool = False, out,
   entry = fit_calibration(clf, val.images, val.labels, vector=vector, target=target)
   info = dataclasses.replace(clf.info, calibration=entry,
                              source={**clf.info.source, **cut})
-  try:
-    inference.save_weights(out, info=info, params=clf.state.params,
-                           batch_stats=clf.state.batch_stats, overwrite=force)
-  except FileExistsError:
-    raise ConfigError(f"'{out}' appeared while it was written; it was left as it is."
-                      ) from None
-  except OSError as e:
-    raise FerjaxError(f"cannot write '{out}': {describe_os_error(e)}") from None
+  export.write_weights(out, info=info, params=clf.state.params,
+                       batch_stats=clf.state.batch_stats, force=force)
   return entry
 
 

@@ -55,6 +55,13 @@ def export(workdir: str | Path, out: str | Path, *, force: bool = False) -> Path
       source["best_epoch"] = rep.get("best_epoch")
       source["validation_accuracy"] = (rep.get("validation") or {}).get("accuracy")
   info = dataclasses.replace(info, source=source)
+  return write_weights(out, info=info, params=params, batch_stats=batch_stats,
+                       force=force)
+
+
+def write_weights(out: Path, *, info, params, batch_stats, force: bool) -> Path:
+  """`inference.save_weights` to a place `check_output` accepted, its failures as
+  messages (a file that appeared meanwhile is never replaced without `force`)."""
   try:
     return inference.save_weights(out, info=info, params=params,
                                   batch_stats=batch_stats, overwrite=force)
