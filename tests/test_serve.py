@@ -167,7 +167,13 @@ def test_slow_clients_are_timed_out(predictor, monkeypatch):
       slow_body.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                         b"Content-Length: 1000\r\n\r\n" + b"x" * 10)
       reply = slow_body.recv(4096)
-      assert reply.startswith(b"HTTP/1.1 408") and b"did not arrive" in reply
+      head, _, body = reply.partition(b"\r\n\r\n")
+      length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+      while len(body) < length:  # the body may come in a segment of its own
+        more = slow_body.recv(4096)
+        assert more, "the server closed the connection before the reply's body"
+        body += more
+      assert reply.startswith(b"HTTP/1.1 408") and b"did not arrive" in body
     assert httpx.get(url + "/healthz").status_code == 200  # and the server is fine
 
 
