@@ -181,6 +181,12 @@ def eye_angle(face: Face) -> float:
   return math.degrees(math.atan2(ry - ly, rx - lx))
 
 
+def frame_side(face: Face, frame: float = FER_FRAME) -> float:
+  """The side, in the photo's pixels, of the square that `face_crop` resizes to 48x48."""
+  x0, y0, x1, y1 = face.box
+  return frame * max(x1 - x0, y1 - y0)
+
+
 def face_crop(gray: Image.Image, face: Face, *, size: int = 48,
               frame: float = FER_FRAME, center=FER_CENTER, align: bool = True
               ) -> np.ndarray:
@@ -191,7 +197,7 @@ def face_crop(gray: Image.Image, face: Face, *, size: int = 48,
   level, resized with bilinear filtering as the data pipeline resizes.
   """
   x0, y0, x1, y1 = face.box
-  side = frame * max(x1 - x0, y1 - y0)
+  side = frame_side(face, frame)
   cx = (x0 + x1) / 2 - center[0] * side
   cy = (y0 + y1) / 2 - center[1] * side
   angle = eye_angle(face) if align else 0.0
