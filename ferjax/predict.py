@@ -10,7 +10,10 @@ exported one, with --weights). A folder is searched recursively for images and v
 A small image (at most 96 pixels a side) or --no-detect is classified whole.
 
 Output: a table on a terminal; --json prints one JSON object per face (file, frame and
-time for videos, box, label, score, probabilities), --csv one row per face. An input
+time for videos, box, label, score, probabilities, uncertain, flags), --csv one row per
+face. `uncertain` marks a face whose calibrated top probability is below the model's
+threshold (the table prints 'fear? 0.27'); `flags` say why a face may be hard to read
+(small, blurred, dark, overexposed, low_contrast, turned; ferjax/quality.py). An input
 that fails (not an image, truncated, no face found) gets its own message on stderr and
 the others go on.
 
@@ -152,7 +155,8 @@ def _no_python_in_forked_child() -> None:
 class Output:
   """Prints rows as a table, JSON lines or CSV."""
 
-  FIELDS = ("file", "frame", "time", "face", "box", "label", "score", "uncertain")
+  FIELDS = ("file", "frame", "time", "face", "box", "label", "score", "uncertain",
+            "flags")
 
   def __init__(self, fmt: str, classes):
     self.fmt, self.classes = fmt, classes
@@ -171,16 +175,17 @@ class Output:
           self._csv.writerow(list(self.FIELDS) + list(self.classes))
         self._csv.writerow([row.get("file"), row.get("frame", ""), row.get("time", ""),
                             k, " ".join(map(str, row["box"])), row["label"],
-                            row["score"], int(row["uncertain"])] + [
-                                row["probabilities"][c]
-                                             for c in self.classes])
+                            row["score"], int(row["uncertain"]),
+                            " ".join(row["flags"])] + [
+                                row["probabilities"][c] for c in self.classes])
       else:
         where = str(file) + (f" @{time:.2f}s" if frame is not None else "")
         top = sorted(f.probabilities.items(), key=lambda kv: -kv[1])[:3]
         box = ",".join(str(round(v)) for v in f.box)
         label = f.label + ("?" if f.uncertain else "")
+        flags = f"  [{', '.join(f.flags)}]" if f.flags else ""
         print(f"{where:32s} face {k}  [{box:>17s}]  {label:9s} {f.score:.2f}  ("
-              + ", ".join(f"{n} {v:.2f}" for n, v in top) + ")", flush=True)
+              + ", ".join(f"{n} {v:.2f}" for n, v in top) + ")" + flags, flush=True)
 
 
 def run(args) -> int:

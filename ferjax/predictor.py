@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from PIL import Image
 
 from ferjax import faces as faces_lib
 from ferjax import images as images_lib
+from ferjax import quality
 from ferjax.inference import Classifier, load_pretrained
 
 # Images whose longer side is at most this are taken to be face crops already.
@@ -41,6 +43,8 @@ class FacePrediction:
     detection_score: the detector's confidence (1.0 for an image classified whole).
     landmarks: [[x, y]] x 5 (eyes, nose, mouth corners), or None.
     uncertain: the score is below the predictor's minimum confidence: not sure.
+    flags: why the face may be hard to read (names from `ferjax.quality.FLAGS`:
+      small, blurred, dark, overexposed, low_contrast, turned); empty when none.
   """
   box: tuple[float, float, float, float]
   label: str
@@ -49,6 +53,7 @@ class FacePrediction:
   detection_score: float = 1.0
   landmarks: list[list[float]] | None = None
   uncertain: bool = False
+  flags: list[str] = dataclasses.field(default_factory=list)
 
   def to_dict(self) -> dict:
     d = dataclasses.asdict(self)
@@ -59,6 +64,14 @@ class FacePrediction:
     if self.landmarks is not None:
       d["landmarks"] = [[round(x, 1), round(y, 1)] for x, y in self.landmarks]
     return d
+
+
+class FaceMeta(NamedTuple):
+  """What `Predictor.crops` knows of each crop besides its pixels."""
+  box: tuple[float, float, float, float]
+  detection_score: float
+  landmarks: list | None
+  flags: tuple[str, ...] = ()
 
 
 class Predictor:
@@ -119,9 +132,10 @@ class Predictor:
     return self._detector
 
   def crops(self, image, *, detect: bool | None = None
-            ) -> tuple[np.ndarray, list[tuple[tuple, float, list | None]]]:
-    """The 48x48 face crops of one image and, per crop, (box, detection score,
-    landmarks). `detect=None`: detect unless the image is a face crop already."""
+            ) -> tuple[np.ndarray, list[FaceMeta]]:
+    """The 48x48 face crops of one image and, per crop, its `FaceMeta` (box,
+    detection score, landmarks, quality flags). `detect=None`: detect unless the image
+    is a face crop already."""
     img = images_lib.open_image(image)
     if detect is None:
       detect = max(img.size) > WHOLE_MAX_SIDE
@@ -131,13 +145,15 @@ class Predictor:
       side = min(img.width, img.height)
       x0, y0 = (img.width - side) // 2, (img.height - side) // 2
       box = (float(x0), float(y0), float(x0 + side), float(y0 + side))
-      return crop[None], [(box, 1.0, None)]
+      return crop[None], [FaceMeta(box, 1.0, None, tuple(quality.flags(crop, side=side)))]
     rgb = images_lib.to_rgb(img)
     found = self.detector.detect(np.asarray(rgb))
     gray = rgb.convert("L")
     crops = [faces_lib.face_crop(gray, f) for f in found]
-    meta = [(f.box, f.score, None if f.landmarks is None else f.landmarks.tolist())
-            for f in found]
+    meta = [FaceMeta(f.box, f.score, None if f.landmarks is None else f.landmarks.tolist(),
+                     tuple(quality.flags(c, side=faces_lib.frame_side(f),
+                                         landmarks=f.landmarks)))
+            for f, c in zip(found, crops)]
     return (np.stack(crops) if crops else np.zeros((0, 48, 48), np.uint8)), meta
 
   def predict(self, image, *, detect: bool | None = None) -> list[FacePrediction]:
@@ -170,13 +186,14 @@ class Predictor:
   def faces_from(self, probs: np.ndarray, meta: Sequence) -> list[FacePrediction]:
     """FacePredictions from one image's crop probabilities and `crops` metadata."""
     faces = []
-    for p, (box, det_score, landmarks) in zip(probs, meta):
+    for p, m in zip(probs, meta):
+      box, det_score, landmarks, flags = FaceMeta(*m)
       k = int(p.argmax())
       faces.append(FacePrediction(
           box=tuple(float(v) for v in box), label=self.classes[k], score=float(p[k]),
           probabilities={c: float(v) for c, v in zip(self.classes, p)},
           detection_score=float(det_score), landmarks=landmarks,
-          uncertain=bool(p[k] < self.min_confidence)))
+          uncertain=bool(p[k] < self.min_confidence), flags=list(flags)))
     return faces
 
 

@@ -7,7 +7,7 @@ Routes:
   GET  /             the page: choose or drop a photo, or switch on the webcam.
   POST /v1/predict   one image (multipart upload or the raw body; JPEG, PNG, WebP ...)
                      -> {"width", "height", "faces": [{box, label, score,
-                        probabilities, detection_score, landmarks, uncertain}],
+                        probabilities, detection_score, landmarks, uncertain, flags}],
                         "model", "ms"}
   GET  /v1/info      the model, its classes, ferjax's version.
   GET  /healthz      {"status": "ready"} once the model is loaded and compiled.

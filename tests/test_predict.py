@@ -41,7 +41,8 @@ def test_json_rows_for_each_face_and_messages_for_the_rest(photos, tiny_weights,
   assert set(by_file) == {"astronaut.jpg", "crop48.png"}  # coffee: no face; notes: bad
   astro = by_file["astronaut.jpg"]
   assert {"file", "face", "box", "label", "score", "probabilities", "detection_score",
-          "landmarks"} <= set(astro)
+          "landmarks", "uncertain", "flags"} <= set(astro)
+  assert astro["flags"] == []  # a sharp, well-lit, frontal face, 103 px across
   x0, y0, x1, y1 = astro["box"]
   assert 150 < (x0 + x1) / 2 < 300 and 40 < (y0 + y1) / 2 < 200
   assert set(astro["probabilities"]) == set(CLASSES_6)
@@ -59,7 +60,8 @@ def test_table_csv_and_annotate(photos, tiny_weights, tmp_path, capsys):
   assert code == 0 and "astronaut.jpg" in out and "face 0" in out
   code, out, _ = _run([astro, "--weights", str(tiny_weights), "--csv"], capsys)
   rows = list(csv.reader(io.StringIO(out)))
-  assert rows[0][:8] == list(predict.Output.FIELDS) and rows[0][8:] == list(CLASSES_6)
+  n = len(predict.Output.FIELDS)
+  assert rows[0][:n] == list(predict.Output.FIELDS) and rows[0][n:] == list(CLASSES_6)
   assert len(rows) == 2
   code, _, _ = _run([astro, "--weights", str(tiny_weights), "--annotate",
                      str(tmp_path / "ann")], capsys)

@@ -66,6 +66,7 @@ def test_predict_multipart_and_raw_body(url, photo):
   # The astronaut's face, scaled 480/512 and moved 80 px right.
   assert 80 + 150 < (x0 + x1) / 2 < 80 + 290 and 30 < (y0 + y1) / 2 < 190
   assert set(face["probabilities"]) == set(CLASSES_6)
+  assert face["flags"] == [] and isinstance(face["uncertain"], bool)
   raw = httpx.post(url + "/v1/predict", content=photo,
                    headers={"content-type": "image/jpeg"}).json()
   assert raw["faces"][0]["probabilities"] == face["probabilities"]

@@ -55,6 +55,12 @@ function draw(source, result) {
       ? `${f.label}? (${Math.round(100 * f.score)}%, not sure)`
       : `${f.label} (${Math.round(100 * f.score)}%)`;
     li.append(head);
+    if (f.flags && f.flags.length) {
+      const flags = document.createElement("div");
+      flags.className = "flags";
+      flags.textContent = `hard to read: ${f.flags.join(", ").replace(/_/g, " ")}`;
+      li.append(flags);
+    }
     Object.entries(f.probabilities).forEach(([name, p]) => {
       const row = document.createElement("div");
       row.className = "bar";
