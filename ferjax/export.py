@@ -1,12 +1,18 @@
-"""Exports a trained run as one small weights file that `ferjax.Classifier.load`,
-`python -m ferjax.predict --weights` and `python -m ferjax.evaluate --weights` read.
+"""Exports a trained model as one small file: a ferjax weights file (.npz) that
+`ferjax.Classifier.load`, `python -m ferjax.predict --weights` and `python -m
+ferjax.evaluate --weights` read, or an ONNX model (.onnx) for onnxruntime and any
+other ONNX runtime, with no ferjax or JAX needed (docs/deploy.md).
 
     python -m ferjax.export --workdir runs/augmented my_model.npz
+    python -m ferjax.export --pretrained fer6.onnx
+    python -m ferjax.export --weights my_model.npz my_model.onnx
 
-The file holds the best checkpoint's parameters in float16 and its BatchNorm
-statistics, with the network's name, classes and input size; no optimizer state.
-An existing file is never replaced without --force, and nothing is written inside a
-training run's workdir (where it could replace the run's own files).
+A weights file holds the parameters in float16 and the BatchNorm statistics, with the
+network's name, classes, input size and calibration; no optimizer state. An ONNX file
+takes uint8 face crops [N, 48, 48] and gives `logits` and calibrated `probabilities`
+(`ferjax.onnx_export`). An existing file is never replaced without --force, and
+nothing is written inside a training run's workdir (where it could replace the run's
+own files).
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from pathlib import Path
 
-from ferjax import configs, inference
+from ferjax import cli, configs, inference
 from ferjax.errors import ConfigError, FerjaxError, describe_os_error, run_cli
 
 
@@ -72,15 +79,60 @@ def write_weights(out: Path, *, info, params, batch_stats, force: bool) -> Path:
     raise FerjaxError(f"cannot write '{out}': {describe_os_error(e)}") from None
 
 
+def export_onnx(out: str | Path, *, workdir=None, weights=None, force: bool = False
+                ) -> Path:
+  """Writes the model (a run's best checkpoint, a weights file, or the shipped one) as
+  ONNX to `out` (refused as `check_output` says); the file appears whole or not at all.
+  """
+  import onnx
+
+  from ferjax import __version__, onnx_export
+  out = check_output(out, force=force)
+  if workdir is not None:
+    info, params, batch_stats = inference.restore_run(workdir)
+  else:
+    info, params, batch_stats = inference.load_weights(
+        weights if weights is not None else inference.pretrained_path())
+  model = onnx_export.to_onnx(info, params, batch_stats, producer_version=__version__)
+  tmp = out.with_name(out.name + ".tmp")
+  try:
+    onnx.save(model, str(tmp))
+    if force:
+      os.replace(tmp, out)
+    else:
+      os.link(tmp, out)  # never replaces a file that appeared meanwhile
+  except FileExistsError:
+    raise ConfigError(f"'{out}' appeared while the model was written; it was left as "
+                      "it is. Pass --force to replace it.") from None
+  except OSError as e:
+    raise FerjaxError(f"cannot write '{out}': {describe_os_error(e)}") from None
+  finally:
+    tmp.unlink(missing_ok=True)
+  return out
+
+
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(prog="python -m ferjax.export", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--workdir", required=True, help="a training run's workdir")
-  p.add_argument("out", help="the weights file to write (.npz)")
+  cli.add_model_flags(p)
+  p.add_argument("out", help="the file to write: .npz (a ferjax weights file) or .onnx")
   p.add_argument("--force", action="store_true",
                  help="replace OUT if it exists (never a file inside a workdir)")
   args = p.parse_args(argv)
-  path = export(args.workdir, args.out, force=args.force)
+  suffix = Path(args.out).suffix.lower()
+  if suffix not in (".npz", ".onnx"):
+    p.error(f"OUT must end in .npz (a ferjax weights file) or .onnx; got '{args.out}'")
+  if suffix == ".onnx":
+    path = export_onnx(args.out, workdir=args.workdir, weights=args.weights,
+                       force=args.force)
+  elif args.workdir is not None:
+    path = export(args.workdir, args.out, force=args.force)
+  else:
+    src = args.weights if args.weights is not None else inference.pretrained_path()
+    check_output(args.out, force=args.force)
+    info, params, batch_stats = inference.load_weights(src)
+    path = write_weights(Path(args.out), info=info, params=params,
+                         batch_stats=batch_stats, force=args.force)
   print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
 
 
