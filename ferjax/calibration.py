@@ -21,12 +21,13 @@ below it are `uncertain`.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ferjax.modelfile import Scaling
 
 ECE_BINS = 15
 # Answered faces of the validation split must be at least this fraction correct.
@@ -68,38 +69,6 @@ def measures(probs: np.ndarray, labels: np.ndarray) -> dict:
   return {"ece": ece(probs, labels), "nll": nll(probs, labels),
           "brier": brier(probs, labels),
           "accuracy": float((np.asarray(probs).argmax(-1) == labels).mean())}
-
-
-@dataclasses.dataclass(frozen=True)
-class Scaling:
-  """z -> z * scale + bias, per class (the identity: scale 1, bias 0)."""
-  scale: tuple[float, ...]
-  bias: tuple[float, ...]
-
-  @classmethod
-  def identity(cls, num_classes: int) -> Scaling:
-    return cls(scale=(1.0,) * num_classes, bias=(0.0,) * num_classes)
-
-  @classmethod
-  def from_dict(cls, d: dict, num_classes: int) -> Scaling:
-    """A Scaling from its JSON form, checked: finite, positive scales, C entries."""
-    scale = tuple(float(v) for v in d["scale"])
-    bias = tuple(float(v) for v in d["bias"])
-    if len(scale) != num_classes or len(bias) != num_classes:
-      raise ValueError(f"a calibration needs {num_classes} scales and biases; got "
-                       f"{len(scale)} and {len(bias)}")
-    if not all(np.isfinite(scale)) or not all(np.isfinite(bias)) or min(scale) <= 0:
-      raise ValueError("a calibration's scales must be positive and finite (a "
-                       f"temperature of 1/scale), its biases finite; got scale "
-                       f"{list(scale)}, bias {list(bias)}")
-    return cls(scale=scale, bias=bias)
-
-  def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-    return np.asarray(self.scale, np.float32), np.asarray(self.bias, np.float32)
-
-  @property
-  def is_identity(self) -> bool:
-    return all(s == 1.0 for s in self.scale) and all(b == 0.0 for b in self.bias)
 
 
 def calibrated_probs(logits: np.ndarray, s: Scaling) -> np.ndarray:

@@ -13,10 +13,8 @@ needs nothing else. The package ships one (`ferjax/pretrained/`), which
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
 import json
 import os
-import zipfile
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,13 +26,18 @@ from flax import traverse_util
 
 from ferjax import augment as augment_lib
 from ferjax import models
-from ferjax.classes import class_names
-from ferjax.errors import FerjaxError
+from ferjax.modelfile import (  # noqa: F401 - re-exported: inference.ModelInfo, ...
+    PRETRAINED,
+    WEIGHTS_FORMAT,
+    WEIGHTS_VERSION,
+    ModelInfo,
+    WeightsError,
+    check_calibration,
+    check_shapes,
+    pretrained_path,
+    read_weights,
+)
 
-WEIGHTS_FORMAT = "ferjax-weights"
-WEIGHTS_VERSION = 1
-# The shipped model's file name inside the package (ferjax/pretrained/).
-PRETRAINED = "fer6.npz"
 # Batch sizes the classifier compiles for; a call pads its crops up to the next one
 # (several calls for more), so varying face counts never recompile.
 BUCKETS = (1, 8, 64, 256)
@@ -42,10 +45,6 @@ BUCKETS = (1, 8, 64, 256)
 # (48x48x64 floats per image in the first stage) then stay in cache from layer to layer
 # (docs/performance.md).
 CPU_EVAL_CHUNK = 8
-
-
-class WeightsError(FerjaxError):
-  """A weights file is missing, corrupt, or does not fit the model it names."""
 
 
 def to_unit(images: jax.Array) -> jax.Array:
@@ -110,40 +109,6 @@ class InferenceState:
   params: Any
   batch_stats: Any
   apply_fn: Any = dataclasses.field(metadata={"static": True})
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelInfo:
-  """What a weights file says about its network."""
-  model: str
-  num_classes: int
-  input_size: int = 48
-  dtype: str = "float32"
-  source: dict = dataclasses.field(default_factory=dict)
-  # Fitted on the validation split (ferjax.calibration): {"single": {"scale": [C],
-  # "bias": [C]}, "tta": {...}, "threshold": {"single": t, "tta": t}, "fit": {...}}.
-  # Empty for a file written before calibration existed: probabilities as they are.
-  calibration: dict = dataclasses.field(default_factory=dict)
-
-  @property
-  def classes(self) -> tuple[str, ...]:
-    return class_names(self.num_classes)
-
-  def scaling(self, tta: bool):
-    """The calibration's Scaling for single-view or TTA predictions (identity if
-    there is none); ValueError where the stored one is invalid."""
-    from ferjax.calibration import Scaling
-    entry = self.calibration.get("tta" if tta else "single")
-    if entry is None:
-      return Scaling.identity(self.num_classes)
-    return Scaling.from_dict(entry, self.num_classes)
-
-  def threshold(self, tta: bool) -> float:
-    """The top probability below which a face is uncertain (0 without calibration)."""
-    t = float(self.calibration.get("threshold", {}).get("tta" if tta else "single", 0.0))
-    if not 0.0 <= t <= 1.0:
-      raise ValueError(f"a calibration threshold must be 0 to 1; got {t}")
-    return t
 
 
 class Classifier:
@@ -252,80 +217,14 @@ def save_weights(path: str | Path, *, info: ModelInfo, params, batch_stats,
 
 def load_weights(path: str | Path) -> tuple[ModelInfo, Any, Any]:
   """(info, params, batch_stats) of a weights file, checked against its model."""
-  path = Path(path)
-  if not path.is_file():
-    if path == pretrained_path():
-      raise WeightsError(f"The model that ships with ferjax is missing ('{path}'); "
-                         "reinstall ferjax.")
-    raise WeightsError(f"No weights file at '{path}'. Write one from a trained run with "
-                       "`python -m ferjax.export --workdir DIR OUT.npz`.")
-  if os.access(path, os.R_OK) and not zipfile.is_zipfile(path):
-    # np.load would try it as a pickle and advise allow_pickle=True: never for weights.
-    raise WeightsError(f"'{path}' is not a readable ferjax weights file (not an .npz "
-                       "archive, or a truncated one); export it again with "
-                       "`python -m ferjax.export`.")
-  try:
-    with np.load(path, allow_pickle=False) as f:
-      arrays = {k: f[k] for k in f.files}
-  except PermissionError:
-    raise WeightsError(f"'{path}' cannot be read: permission denied.") from None
-  except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-    raise WeightsError(f"'{path}' is not a readable ferjax weights file ({e}); export "
-                       "it again with `python -m ferjax.export`.") from None
-  try:
-    meta = json.loads(arrays.pop("__meta__").tobytes())
-  except (KeyError, ValueError):
-    meta = None
-  if not isinstance(meta, dict) or meta.get("format") != WEIGHTS_FORMAT:
-    raise WeightsError(f"'{path}' is not a ferjax weights file (no ferjax metadata); "
-                       "write one with `python -m ferjax.export`.")
-  if meta.get("version", 0) > WEIGHTS_VERSION:
-    raise WeightsError(f"'{path}' was written by a newer ferjax (format version "
-                       f"{meta['version']}); upgrade ferjax to read it.")
-  fields = {f.name for f in dataclasses.fields(ModelInfo)}
-  info = ModelInfo(**{k: v for k, v in meta.items() if k in fields})
-  if info.model not in models.MODELS:
-    raise WeightsError(f"'{path}' holds a '{info.model}' network, which this ferjax "
-                       f"does not know (known: {', '.join(models.MODELS)}).")
-  trees = {"params": {}, "batch_stats": {}}
-  for k, v in arrays.items():
-    prefix, _, rest = k.partition("/")
-    if prefix not in trees:
-      raise WeightsError(f"'{path}' has an unexpected entry '{k}'.")
-    trees[prefix][rest] = jnp.asarray(v, jnp.float32)
-  params = traverse_util.unflatten_dict(trees["params"], sep="/")
-  batch_stats = traverse_util.unflatten_dict(trees["batch_stats"], sep="/")
-  _check_shapes(path, info, params, batch_stats)
-  try:
-    for tta in (False, True):
-      info.scaling(tta)
-      info.threshold(tta)
-  except (ValueError, TypeError, KeyError) as e:
-    raise WeightsError(f"'{path}' holds an invalid calibration ({e}); calibrate the "
-                       "model again with `python -m ferjax.calibrate`.") from None
+  info, flat_params, flat_stats = read_weights(path)
+  check_shapes(path, info, flat_params, flat_stats)
+  check_calibration(path, info)
+  params = traverse_util.unflatten_dict(
+      {k: jnp.asarray(v) for k, v in flat_params.items()}, sep="/")
+  batch_stats = traverse_util.unflatten_dict(
+      {k: jnp.asarray(v) for k, v in flat_stats.items()}, sep="/")
   return info, params, batch_stats
-
-
-def _check_shapes(path, info: ModelInfo, params, batch_stats) -> None:
-  """Raises WeightsError unless the trees have exactly the model's shapes."""
-  net = models.create_model(info.model, num_classes=info.num_classes)
-  side = info.input_size
-  want = jax.eval_shape(lambda: net.init(jax.random.key(0),
-                                         jnp.zeros((1, side, side, 1)), train=False))
-  got = {"params": params, "batch_stats": batch_stats}
-  flat_want = traverse_util.flatten_dict(
-      {k: want.get(k, {}) for k in got}, sep="/")
-  flat_got = traverse_util.flatten_dict(got, sep="/")
-  missing = sorted(set(flat_want) - set(flat_got))
-  extra = sorted(set(flat_got) - set(flat_want))
-  wrong = sorted(k for k in set(flat_want) & set(flat_got)
-                 if tuple(flat_want[k].shape) != tuple(flat_got[k].shape))
-  if missing or extra or wrong:
-    detail = "; ".join(f"{name}: {', '.join(keys[:3])}" for name, keys in
-                       (("missing", missing), ("unexpected", extra),
-                        ("wrong shape", wrong)) if keys)
-    raise WeightsError(f"'{path}' does not fit a '{info.model}' network with "
-                       f"{info.num_classes} classes and {side}x{side} input ({detail}).")
 
 
 def restore_run(workdir: str | Path) -> tuple[ModelInfo, Any, Any]:
@@ -368,11 +267,6 @@ def _run_calibration(workdir: Path, step: int) -> dict:
   if not isinstance(entry, dict) or entry.get("step") not in (None, step):
     return {}
   return entry
-
-
-def pretrained_path() -> Path:
-  """Where the shipped weights file lies inside the installed package."""
-  return Path(str(importlib.resources.files("ferjax") / "pretrained" / PRETRAINED))
 
 
 def load_pretrained() -> Classifier:

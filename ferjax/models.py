@@ -2,7 +2,7 @@
 
 One parameterised module, `ConvNet`: stages of 3x3 convolutions (optionally with
 BatchNorm) each followed by 2x2 max pooling, then a dense head. The named architectures
-are `functools.partial`s of it.
+are `functools.partial`s of it, with the settings in `ferjax.architectures`.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 from flax import linen as nn
 
+from ferjax.architectures import ARCHITECTURES, PIXEL_MEAN, PIXEL_STD
 from ferjax.ops import CONV_IMPLS, auto_conv_impl, max_pool_2x2
 
-# FER2013's pixel mean and standard deviation over the training set, in [0, 1] units.
-PIXEL_MEAN = 0.508
-PIXEL_STD = 0.255
+__all__ = ["PIXEL_MEAN", "PIXEL_STD", "ConvNet", "MODELS", "create_model"]
+
 # Every BatchNorm's running statistics: m * running + (1 - m) * batch.
 BN_MOMENTUM = 0.9
 
@@ -93,41 +93,8 @@ class ConvNet(nn.Module):
     return x.astype(jnp.float32)
 
 
-# The seed project's plain CNN (its models 1 and 2): three stages, no BatchNorm.
-SeedCNN = functools.partial(ConvNet, widths=(32, 64, 128), convs_per_stage=2,
-                            batch_norm=False, dense=256)
-# The augmented variant's network: VGG-style, four BatchNorm stages.
-VGG = functools.partial(ConvNet, widths=(64, 128, 256, 512), convs_per_stage=2,
-                        batch_norm=True, dense=256, stage_dropout=0.1, head_dropout=0.4)
-# Three quarters of VGG's width (half its FLOPs): the shipped model's network, which
-# classifies over 500 crops/s on a 2-core CPU (docs/performance.md).
-VGGSlim = functools.partial(ConvNet, widths=(48, 96, 192, 384), convs_per_stage=2,
-                            batch_norm=True, dense=256, stage_dropout=0.1,
-                            head_dropout=0.4)
-# vgg_slim's widths with each stage pooled after its first convolution and no dropout
-# inside the stages: about 2.3x fewer multiply-adds, for short CPU schedules.
-VGGFast = functools.partial(ConvNet, widths=(48, 96, 192, 384), convs_per_stage=2,
-                            batch_norm=True, dense=256, stage_dropout=0.0,
-                            head_dropout=0.4, pool_first=True)
-# vgg_fast with vgg_slim's dropout after each stage (vgg_fast alone overfit its 70-epoch
-# two-hour schedule: experiments/README.md).
-VGGFastDropout = functools.partial(ConvNet, widths=(48, 96, 192, 384), convs_per_stage=2,
-                                   batch_norm=True, dense=256, stage_dropout=0.1,
-                                   head_dropout=0.4, pool_first=True)
-VGGFastWide = functools.partial(ConvNet, widths=(64, 128, 256, 512), convs_per_stage=2,
-                                batch_norm=True, dense=256, stage_dropout=0.0,
-                                head_dropout=0.4, pool_first=True)
-VGGSmall = functools.partial(ConvNet, widths=(32, 64, 128, 256), convs_per_stage=2,
-                             batch_norm=True, dense=256, stage_dropout=0.1,
-                             head_dropout=0.4)
-# For tests: about 75k parameters, compiles and runs in well under a second.
-Tiny = functools.partial(ConvNet, widths=(8, 16), convs_per_stage=1, batch_norm=True,
-                         dense=32, stage_dropout=0.0, head_dropout=0.0)
-
-MODELS = {"seed_cnn": SeedCNN, "vgg": VGG, "vgg_slim": VGGSlim, "vgg_small": VGGSmall,
-          "vgg_fast": VGGFast, "vgg_fast_dropout": VGGFastDropout,
-          "vgg_fast_wide": VGGFastWide,
-          "tiny": Tiny}
+# The named networks (ferjax/architectures.py says what each is, without JAX).
+MODELS = {name: functools.partial(ConvNet, **arch) for name, arch in ARCHITECTURES.items()}
 
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

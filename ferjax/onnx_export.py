@@ -21,10 +21,11 @@ converter, and how to use the file.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 import numpy as np
 
-from ferjax import models
+from ferjax import architectures
 
 OPSET = 17
 BN_EPSILON = 1e-5  # flax.linen.BatchNorm's default, which ConvNet uses
@@ -33,8 +34,25 @@ OUTPUTS = ("logits", "probabilities")
 
 
 def _np(tree) -> dict:
-  return {k: (_np(v) if isinstance(v, dict) else np.asarray(v, np.float64))
-          for k, v in tree.items()}
+  """A tree of arrays, nested or flat ("Conv_0/kernel"), as nested float64 NumPy."""
+  out: dict = {}
+  for k, v in tree.items():
+    if isinstance(v, Mapping):
+      out[k] = _np(v)
+      continue
+    *parents, leaf = k.split("/")
+    node = out
+    for name in parents:
+      node = node.setdefault(name, {})
+    node[leaf] = np.asarray(v, np.float64)
+  return out
+
+
+class _Net:
+  """A network's ConvNet settings as attributes (ferjax.architectures)."""
+
+  def __init__(self, name: str):
+    self.__dict__.update(architectures.settings(name))
 
 
 def _fold(w: np.ndarray, b: np.ndarray | None, bn: dict | None, stats: dict | None,
@@ -52,11 +70,12 @@ def _fold(w: np.ndarray, b: np.ndarray | None, bn: dict | None, stats: dict | No
 
 def to_onnx(info, params, batch_stats, *, producer_version: str = ""):
   """The ONNX model of a classifier (`ModelInfo`, params, batch_stats as loaded by
-  `ferjax.inference.load_weights` or `restore_run`)."""
+  `ferjax.inference.load_weights` or `restore_run`, or flat as `ferjax.modelfile.
+  read_weights` gives them). Needs NumPy and onnx only."""
   import onnx
   from onnx import TensorProto, helper, numpy_helper
 
-  net = models.create_model(info.model, num_classes=info.num_classes)
+  net = _Net(info.model)
   params, stats = _np(params), _np(batch_stats)
   nodes, inits = [], []
   counter = {"conv": 0, "bn": 0, "dense": 0, "node": 0}
@@ -87,10 +106,9 @@ def to_onnx(info, params, batch_stats, *, producer_version: str = ""):
                        const("crop_axes", np.array([1, 2], np.int64))])
   x = node("Unsqueeze", [x, const("channel_axis", np.array([1], np.int64))])
   # (x / 255 - mean) / std as one multiply-add.
-  a = 1.0 / (255.0 * models.PIXEL_STD)
-  x = node("Mul", [x, const("pixel_scale", np.array(a, np.float32))])
-  x = node("Add", [x, const("pixel_shift", np.array(-models.PIXEL_MEAN / models.PIXEL_STD,
-                                                    np.float32))])
+  mean, std = architectures.PIXEL_MEAN, architectures.PIXEL_STD
+  x = node("Mul", [x, const("pixel_scale", np.array(1.0 / (255.0 * std), np.float32))])
+  x = node("Add", [x, const("pixel_shift", np.array(-mean / std, np.float32))])
   for _ in net.widths:
     for i in range(net.convs_per_stage):
       conv = params[f"Conv_{counter['conv']}"]
@@ -138,8 +156,8 @@ def to_onnx(info, params, batch_stats, *, producer_version: str = ""):
                             producer_name="ferjax", producer_version=producer_version)
   model.ir_version = 8  # what onnxruntime releases of the last years all read
   meta = {"classes": json.dumps(list(info.classes)), "model": info.model,
-          "input_size": str(info.input_size), "pixel_mean": str(models.PIXEL_MEAN),
-          "pixel_std": str(models.PIXEL_STD),
+          "input_size": str(info.input_size), "pixel_mean": str(mean),
+          "pixel_std": str(std),
           "calibration": json.dumps(info.calibration),
           "input": "uint8 face crops [N, 48, 48], framed like FER2013 (grayscale)"}
   helper.set_model_props(model, meta)

@@ -192,3 +192,31 @@ def test_auto_conv_impl_on_this_backend():
     assert pick(**kw) == "winograd"
   assert pick(train=False, cin=1) == "xla" and pick(train=False) == "xla"
   assert pick(train=False, pixels=24 * 24) == "winograd"
+
+
+def test_every_network_is_its_architecture_table_entry():
+  """ferjax.architectures (read without JAX by the ONNX path) and the Flax modules
+  describe the same networks, ConvNet's defaults included."""
+  from ferjax import architectures
+  assert set(models.MODELS) == set(architectures.ARCHITECTURES)
+  for name in models.MODELS:
+    net = models.create_model(name, num_classes=6)
+    for key, value in architectures.settings(name).items():
+      assert getattr(net, key) == value, (name, key)
+
+
+@pytest.mark.parametrize("size", [40, 48])
+def test_expected_shapes_are_flax_shapes(size):
+  """The shapes a weights file is checked against (computed without JAX) are the
+  Flax networks' own, for every network."""
+  from flax import traverse_util
+
+  from ferjax import modelfile
+  for name in models.MODELS:
+    net = models.create_model(name, num_classes=6)
+    v = jax.eval_shape(lambda net=net: net.init(
+        jax.random.key(0), jnp.zeros((1, size, size, 1)), train=False))
+    flax_shapes = {k: tuple(a.shape)
+                   for k, a in traverse_util.flatten_dict(dict(v), sep="/").items()}
+    info = modelfile.ModelInfo(model=name, num_classes=6, input_size=size)
+    assert modelfile.expected_shapes(info) == flax_shapes, name
