@@ -96,6 +96,7 @@ def export_onnx(out: str | Path, *, workdir=None, weights=None, force: bool = Fa
   model = onnx_export.to_onnx(info, params, batch_stats, producer_version=__version__)
   tmp = out.with_name(out.name + ".tmp")
   try:
+    out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(tmp))
     if force:
       os.replace(tmp, out)
@@ -119,6 +120,7 @@ def main(argv=None) -> None:
   p.add_argument("--force", action="store_true",
                  help="replace OUT if it exists (never a file inside a workdir)")
   args = p.parse_args(argv)
+  check_output(args.out, force=args.force)  # a folder, a taken name, a workdir: said first
   suffix = Path(args.out).suffix.lower()
   if suffix not in (".npz", ".onnx"):
     p.error(f"OUT must end in .npz (a ferjax weights file) or .onnx; got '{args.out}'")
@@ -129,7 +131,6 @@ def main(argv=None) -> None:
     path = export(args.workdir, args.out, force=args.force)
   else:
     src = args.weights if args.weights is not None else inference.pretrained_path()
-    check_output(args.out, force=args.force)
     info, params, batch_stats = inference.load_weights(src)
     path = write_weights(Path(args.out), info=info, params=params,
                          batch_stats=batch_stats, force=args.force)

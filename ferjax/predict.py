@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ferjax.errors import FerjaxError, describe_os_error, run_cli
+from ferjax.predictor import add_backend_flag
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
                   ".pgm", ".ppm"}
@@ -195,7 +196,7 @@ def run(args) -> int:
   for e in errors:
     print(f"error: {e}", file=sys.stderr)
   predictor = Predictor.load(workdir=args.workdir, weights=args.weights, tta=args.tta,
-                             detect_size=args.detect_size,
+                             backend=args.backend, detect_size=args.detect_size,
                              min_confidence=args.min_confidence)
   if not args.no_detect:
     predictor.detector  # noqa: B018 - load it now: a missing detector is a usage error
@@ -334,6 +335,7 @@ def main(argv=None) -> None:
                  help="a face whose top probability is below P is marked uncertain "
                  "('fear? 0.27'; \"uncertain\": true); default: the model's calibrated "
                  "threshold; 0 turns it off")
+  add_backend_flag(p)
   rate = p.add_mutually_exclusive_group()
   rate.add_argument("--every", type=int, metavar="N", help="videos: every N-th frame")
   rate.add_argument("--fps", type=float, help="videos: this many frames per second")

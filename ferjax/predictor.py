@@ -24,10 +24,48 @@ from PIL import Image
 from ferjax import faces as faces_lib
 from ferjax import images as images_lib
 from ferjax import quality
-from ferjax.inference import Classifier, load_pretrained
+from ferjax.errors import FerjaxError
 
 # Images whose longer side is at most this are taken to be face crops already.
 WHOLE_MAX_SIDE = 96
+# What runs the classifier: "jax" (ferjax.inference.Classifier) or "onnx"
+# (ferjax.onnx_runtime.OnnxClassifier, which never imports JAX). onnx is the default:
+# a photo's answer comes in 1.4 s from a cold start against 9.5 s with JAX, which
+# compiles first; batched, JAX was about 10% faster (docs/deploy.md).
+BACKENDS = ("jax", "onnx")
+DEFAULT_BACKEND = "onnx"
+
+
+def add_backend_flag(p) -> None:
+  """--backend for the commands that run a model (predict, serve)."""
+  p.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                 help="what runs the classifier: jax, or onnx (onnxruntime, with no "
+                 f"JAX import; an .onnx --weights file always uses it); default "
+                 f"{DEFAULT_BACKEND}")
+
+
+def load_classifier(*, workdir=None, weights=None, backend: str = DEFAULT_BACKEND):
+  """A run's best checkpoint, a weights file (.npz, or an exported .onnx, which always
+  runs on onnxruntime), or (neither given) the shipped model, on `backend`."""
+  if backend not in BACKENDS:
+    raise FerjaxError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+  if weights is not None and Path(weights).suffix.lower() == ".onnx":
+    backend = "onnx"
+  if backend == "onnx":
+    from ferjax.onnx_runtime import OnnxClassifier
+    if workdir is not None:
+      from ferjax import inference, onnx_export
+      info, params, stats = inference.restore_run(workdir)
+      return OnnxClassifier(info, onnx_export.to_onnx(info, params, stats)
+                            .SerializeToString())
+    return (OnnxClassifier.load(weights) if weights is not None
+            else OnnxClassifier.from_pretrained())
+  from ferjax import inference
+  if workdir is not None:
+    return inference.Classifier.from_workdir(workdir)
+  if weights is not None:
+    return inference.Classifier.load(weights)
+  return inference.load_pretrained()
 
 
 @dataclasses.dataclass
@@ -78,7 +116,8 @@ class Predictor:
   """A face detector and an expression classifier.
 
   Args:
-    classifier: the network (`ferjax.inference.Classifier`).
+    classifier: the network (`ferjax.inference.Classifier`, or
+      `ferjax.onnx_runtime.OnnxClassifier`).
     detector: anything with `detect(rgb) -> list[Face]` (default: CenterFace, made on
       first use).
     tta: average the ten test-time views of each face (10x the classifier's work).
@@ -89,7 +128,7 @@ class Predictor:
       validation faces were right; 0 where the model has none; 0 turns it off).
   """
 
-  def __init__(self, classifier: Classifier, *, detector=None, tta: bool = False,
+  def __init__(self, classifier, *, detector=None, tta: bool = False,
                detect_size: int = 640, min_confidence: float | None = None):
     self.classifier = classifier
     self.classes = classifier.classes
@@ -102,28 +141,29 @@ class Predictor:
     self.min_confidence = float(min_confidence)
 
   @classmethod
-  def load(cls, *, workdir=None, weights=None, **kwargs) -> Predictor:
-    """A run's best checkpoint, a weights file, or (neither given) the shipped model."""
-    if workdir is not None:
-      return cls.from_workdir(workdir, **kwargs)
-    if weights is not None:
-      return cls.from_weights(weights, **kwargs)
-    return cls.from_pretrained(**kwargs)
+  def load(cls, *, workdir=None, weights=None, backend: str = DEFAULT_BACKEND,
+           **kwargs) -> Predictor:
+    """A run's best checkpoint, a weights file, or (neither given) the shipped model,
+    its classifier run by `backend` ("jax" or "onnx")."""
+    return cls(load_classifier(workdir=workdir, weights=weights, backend=backend),
+               **kwargs)
 
   @classmethod
-  def from_pretrained(cls, **kwargs) -> Predictor:
+  def from_pretrained(cls, *, backend: str = DEFAULT_BACKEND, **kwargs) -> Predictor:
     """The model that ships with ferjax."""
-    return cls(load_pretrained(), **kwargs)
+    return cls.load(backend=backend, **kwargs)
 
   @classmethod
-  def from_workdir(cls, workdir: str | Path, **kwargs) -> Predictor:
+  def from_workdir(cls, workdir: str | Path, *, backend: str = DEFAULT_BACKEND,
+                   **kwargs) -> Predictor:
     """The best checkpoint of a training run."""
-    return cls(Classifier.from_workdir(workdir), **kwargs)
+    return cls.load(workdir=workdir, backend=backend, **kwargs)
 
   @classmethod
-  def from_weights(cls, path: str | Path, **kwargs) -> Predictor:
-    """A weights file written by `python -m ferjax.export`."""
-    return cls(Classifier.load(path), **kwargs)
+  def from_weights(cls, path: str | Path, *, backend: str = DEFAULT_BACKEND,
+                   **kwargs) -> Predictor:
+    """A weights file written by `python -m ferjax.export` (.npz or .onnx)."""
+    return cls.load(weights=path, backend=backend, **kwargs)
 
   @property
   def detector(self):
@@ -199,7 +239,6 @@ class Predictor:
 
 def check_min_confidence(value: float) -> None:
   """A FerjaxError unless `value` is a probability (0 to 1)."""
-  from ferjax.errors import FerjaxError
   if not 0.0 <= value <= 1.0:  # NaN fails too
     raise FerjaxError(f"--min-confidence must be 0 to 1 (0: every face is answered); "
                       f"got {value}")

@@ -49,6 +49,7 @@ from starlette.formparsers import MultiPartParser
 
 from ferjax import malloc
 from ferjax.errors import ConfigError, FerjaxError, run_cli
+from ferjax.predictor import add_backend_flag
 
 MAX_BATCH = 64
 BATCH_WAIT_S = 0.004
@@ -390,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "(default: the model's calibrated threshold; 0 turns it off)")
   p.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20,
                  help="largest upload accepted, in MiB (default 10)")
+  add_backend_flag(p)
   return p
 
 
@@ -412,7 +414,7 @@ def main(argv=None) -> None:
   import uvicorn
   from ferjax.predictor import Predictor
   predictor = Predictor.load(workdir=args.workdir, weights=args.weights,
-                             detect_size=args.detect_size,
+                             backend=args.backend, detect_size=args.detect_size,
                              min_confidence=args.min_confidence)
   wildcard = args.host in ("0.0.0.0", "::")  # every interface: any name, token needed
   app = create_app(predictor, token=args.token,

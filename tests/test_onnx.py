@@ -86,6 +86,9 @@ def test_export_cli_writes_onnx_and_refuses_what_it_should(tiny_weights, tmp_pat
     assert msg in capsys.readouterr().err
   assert out.read_bytes() == before
   assert not list(tmp_path.glob("*.tmp"))
+  nested = tmp_path / "new" / "dir" / "tiny.onnx"  # folders are made, as for .npz
+  export.main(["--weights", str(tiny_weights), str(nested)])
+  assert nested.is_file()
 
 
 def _deploy_snippet() -> str:
@@ -116,3 +119,94 @@ def test_the_deploy_snippet_runs_with_onnxruntime_alone(tiny_weights, tmp_path):
   want = clf.classify(crop[None])[0]
   np.testing.assert_allclose(got["probs"], want, atol=1e-4)
   assert got["label"] == clf.classes[int(want.argmax())]
+
+
+@pytest.mark.parametrize("name,size", [("tiny", 48), ("vgg_fast", 40)])
+def test_onnx_classifier_matches_jax_with_and_without_tta(name, size):
+  from ferjax.onnx_runtime import OnnxClassifier
+  info, params, stats = _random_model(name, size, seed=2)
+  # A TTA calibration unlike the single-view one, so that mixing them up shows.
+  info = inference.ModelInfo(**{**info.__dict__, "calibration": {
+      **info.calibration, "tta": {"scale": [0.7, 1.3, 1.0, 0.9, 1.1, 1.2],
+                                  "bias": [0.1, -0.2, 0.0, 0.3, 0.0, -0.1]}}})
+  jax_clf = inference.Classifier(info, params, stats)
+  ort_clf = OnnxClassifier(info, onnx_export.to_onnx(info, params, stats)
+                           .SerializeToString())
+  crops = np.random.default_rng(4).integers(0, 256, (300, 48, 48), np.uint8)
+  for tta in (False, True):
+    for calibrated in (False, True):
+      np.testing.assert_allclose(ort_clf.classify(crops, tta=tta, calibrated=calibrated),
+                                 jax_clf.classify(crops, tta=tta, calibrated=calibrated),
+                                 atol=1e-4)
+  np.testing.assert_allclose(ort_clf.logits(crops, tta=True), jax_clf.logits(crops, tta=True),
+                             atol=1e-4)
+  for tta in (False, True):  # a photo with no face
+    assert ort_clf.classify(np.zeros((0, 48, 48), np.uint8), tta=tta).shape == (0, 6)
+  assert ort_clf.logits(np.zeros((0, 48, 48), np.uint8), tta=True).shape == (10, 0, 6)
+
+
+def test_predict_on_onnx_never_imports_jax(tiny_weights, tmp_path):
+  """`predict --backend onnx` with a weights file and with an exported .onnx, in a
+  process where importing jax or flax fails."""
+  from PIL import Image
+  crop = tmp_path / "face.png"
+  Image.fromarray(np.random.default_rng(5).integers(0, 256, (48, 48), np.uint8)).save(crop)
+  onnx_file = tmp_path / "tiny.onnx"
+  export.export_onnx(onnx_file, weights=tiny_weights)
+  want = inference.Classifier.load(tiny_weights).classify(
+      np.asarray(Image.open(crop))[None])[0]
+  for argv in (["--weights", str(tiny_weights), "--backend", "onnx"],
+               ["--weights", str(onnx_file)]):
+    script = ("import sys\n"
+              "for name in ('jax', 'jaxlib', 'flax', 'optax', 'orbax'):\n"
+              "    sys.modules[name] = None\n"
+              "from ferjax import predict\n"
+              f"predict.main({[str(crop), '--json', *argv]!r})\n")
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    row = json.loads(res.stdout.splitlines()[0])
+    np.testing.assert_allclose(list(row["probabilities"].values()), want, atol=2e-4)
+
+
+def test_bad_onnx_files_get_a_message(tiny_weights, tmp_path, capsys):
+  import onnx
+  from onnx import TensorProto, helper
+
+  from ferjax import predict
+  crop = tmp_path / "face.png"
+  from PIL import Image
+  Image.fromarray(np.zeros((48, 48), np.uint8)).save(crop)
+  garbage = tmp_path / "garbage.onnx"
+  garbage.write_bytes(b"\x00\x01 not a model" * 10)
+  # A valid ONNX model that is not a ferjax classifier.
+  other = tmp_path / "other.onnx"
+  x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+  y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+  onnx.save(helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])],
+                                                "g", [x], [y])), str(other))
+  # An exported model whose metadata was edited to name other classes.
+  relabelled = tmp_path / "relabelled.onnx"
+  export.export_onnx(relabelled, weights=tiny_weights)
+  m = onnx.load(str(relabelled))
+  helper.set_model_props(m, {**{p.key: p.value for p in m.metadata_props},
+                             "classes": json.dumps(["a", "b", "c", "d", "e", "f"])})
+  onnx.save(m, str(relabelled))
+  # A weights file whose metadata names another network than its arrays fit.
+  wrong = tmp_path / "wrong.npz"
+  with np.load(tiny_weights) as f:
+    arrays = {k: f[k] for k in f.files}
+  meta = json.loads(arrays["__meta__"].tobytes())
+  arrays["__meta__"] = np.frombuffer(json.dumps({**meta, "model": "vgg_slim"}).encode(),
+                                     np.uint8)
+  np.savez(wrong, **arrays)
+  for path, msg in ((garbage, "is not a readable ONNX model"),
+                    (other, "not one written by `python -m ferjax.export`"),
+                    (relabelled, "not one written by `python -m ferjax.export`"),
+                    (wrong, "does not fit a 'vgg_slim' network"),
+                    (tmp_path / "missing.onnx", "No ONNX model at")):
+    with pytest.raises(SystemExit) as e:
+      run_cli(lambda path=path: predict.main([str(crop), "--weights", str(path)]))
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err
+    assert msg in err and "Traceback" not in err
