@@ -2,7 +2,7 @@
 
     python -m ferjax.predict photo.jpg [more.png folder/ clip.mp4 ...]
         [--workdir DIR | --weights FILE] [--json | --csv] [--annotate OUT_DIR]
-        [--no-detect] [--tta] [--every N | --fps F]
+        [--no-detect] [--tta] [--every N | --fps F] [--out DIR] [--backend onnx|jax]
 
 Faces are found with a face detector, framed and aligned like FER2013's crops, and
 classified by the model that ships with ferjax (or a run's, with --workdir, or an
@@ -16,6 +16,11 @@ threshold (the table prints 'fear? 0.27'); `flags` say why a face may be hard to
 (small, blurred, dark, overexposed, low_contrast, turned; ferjax/quality.py). An input
 that fails (not an image, truncated, no face found) gets its own message on stderr and
 the others go on.
+
+--out DIR writes the results as the job goes instead of printing them (results.jsonl,
+one record per face; files.jsonl, one per finished file, failures with their error);
+the same command after an interruption skips what is finished and ends with the same
+results as an uninterrupted run (ferjax/results.py).
 
 --annotate never writes over a file: where a name is taken (by an input, say), the
 copy gets the next free one (photo-2.png, ...).
@@ -189,6 +194,37 @@ class Output:
               + ", ".join(f"{n} {v:.2f}" for n, v in top) + ")" + flags, flush=True)
 
 
+def job_description(args, predictor) -> dict:
+  """What a --out folder's results depend on (a resumed job must match it)."""
+  source = (f"workdir:{Path(args.workdir).resolve()}" if args.workdir
+            else f"weights:{Path(args.weights).resolve()}" if args.weights
+            else "pretrained")
+  return {"model": source, "network": predictor.classifier.info.model,
+          "backend": args.backend, "tta": bool(args.tta),
+          "min_confidence": predictor.min_confidence, "detect": not args.no_detect,
+          "detect_size": args.detect_size, "every": args.every, "fps": args.fps}
+
+
+class Progress:
+  """A line on stderr every few seconds while a long --out job runs."""
+
+  def __init__(self, total: int, skipped: int, every_s: float = 5.0):
+    import time
+    self.clock, self.total, self.n, self.every_s = time.monotonic, total, skipped, every_s
+    self.last = self.clock()
+
+  def step(self, faces: int) -> None:
+    """One more file finished."""
+    self.n += 1
+    if self.clock() - self.last >= self.every_s:
+      self.report(faces)
+
+  def report(self, faces: int) -> None:
+    self.last = self.clock()
+    print(f"{self.n}/{self.total} files finished, {faces} faces written this run",
+          file=sys.stderr, flush=True)
+
+
 def run(args) -> int:
   from ferjax import images as images_lib
   from ferjax.predictor import Predictor, annotate
@@ -204,8 +240,18 @@ def run(args) -> int:
     print("note: this model is not calibrated: its probabilities are the network's "
           "own and no face is marked uncertain (`python -m ferjax.calibrate` fits a "
           "calibration on the validation split)", file=sys.stderr)
-  out = Output("json" if args.json else "csv" if args.csv else "table",
-               predictor.classes)
+  results = None
+  if args.out:
+    from ferjax.results import ResultsDir
+    results = ResultsDir(args.out, job_description(args, predictor))
+    total = len(files)
+    files = [f for f in files if not results.is_finished(f)]
+    if total > len(files):
+      print(f"resuming the job in '{args.out}': {total - len(files)} of {total} files "
+            "already finished", file=sys.stderr)
+    progress = Progress(total, total - len(files))
+  out = results or Output("json" if args.json else "csv" if args.csv else "table",
+                          predictor.classes)
   detect = False if args.no_detect else None
   annotate_dir = Path(args.annotate) if args.annotate else None
   if annotate_dir:
@@ -220,6 +266,16 @@ def run(args) -> int:
     nonlocal failed
     print(f"error: {path}: {message}", file=sys.stderr)
     failed += 1
+    if results is not None:
+      results.failed(path, message)
+      progress.step(results.faces)
+
+  def finished(path, faces: int) -> None:
+    nonlocal done
+    done += 1
+    if results is not None:
+      results.done(path, faces)
+      progress.step(results.faces)
 
   def write_annotated(path: Path, image, faces) -> bool:
     """Draws on the image already decoded (never re-read from disk) into a new file."""
@@ -257,17 +313,24 @@ def run(args) -> int:
       out.write(path, faces)
       if annotate_dir and not write_annotated(path, image, faces):
         continue
-      done += 1
+      finished(path, len(faces))
   for path in videos:
     target = None
     try:
       if annotate_dir:
         target = reserve_output(annotate_dir, path.stem, ".mp4")
-      done += _run_video(path, predictor, out, args, detect, target)
+      finished(path, _run_video(path, predictor, out, args, detect, target))
     except (FerjaxError, OSError) as e:
       if target is not None and target.exists() and target.stat().st_size == 0:
         target.unlink()
       fail(path, e if isinstance(e, FerjaxError) else describe_os_error(e))
+  if results is not None:
+    progress.report(results.faces)
+    results.close()
+    # The job's whole state, files finished by earlier runs included.
+    statuses = [r["status"] for r in results.finished.values()]
+    done, failed = statuses.count("done"), len(errors) + statuses.count("failed")
+    print(f"results: {Path(args.out) / 'results.jsonl'}", file=sys.stderr)
   if not done:
     return EXIT_NONE_DONE
   return EXIT_SOME_FAILED if failed else EXIT_ALL_DONE
@@ -276,13 +339,14 @@ def run(args) -> int:
 def _run_video(path, predictor, out, args, detect, annotate_path) -> int:
   from ferjax.predictor import annotate
   writer = None
-  frames = 0
+  frames = found = 0
   try:
     for i, t, rgb, rate in video_frames(path, every=args.every, fps=args.fps):
       crops, meta = predictor.crops(rgb, detect=detect)
       (faces,) = predictor.classify_crops([crops], [meta])
       out.write(path, faces, frame=i, time=t)
       frames += 1
+      found += len(faces)
       if annotate_path is not None:
         if writer is None:
           import imageio_ffmpeg
@@ -298,7 +362,7 @@ def _run_video(path, predictor, out, args, detect, annotate_path) -> int:
       writer.close()
   if not frames:
     raise FerjaxError("the video has no frames")
-  return 1
+  return found
 
 
 def sample_photo_path() -> str:
@@ -321,6 +385,10 @@ def main(argv=None) -> None:
   fmt = p.add_mutually_exclusive_group()
   fmt.add_argument("--json", action="store_true", help="one JSON object per face")
   fmt.add_argument("--csv", action="store_true", help="one CSV row per face")
+  fmt.add_argument("--out", metavar="DIR",
+                   help="write results to DIR as the job goes (results.jsonl, one record "
+                   "per face; files.jsonl, one per finished file) instead of printing "
+                   "them; the same command after an interruption resumes the job")
   p.add_argument("--annotate", metavar="OUT_DIR",
                  help="write copies with boxes and labels drawn (PNG; MP4 for videos)")
   p.add_argument("--no-detect", action="store_true",
