@@ -226,7 +226,6 @@ class Progress:
 
 
 def run(args) -> int:
-  from ferjax import images as images_lib
   from ferjax.predictor import Predictor, annotate
   files, errors = expand(args.paths)
   for e in errors:
@@ -292,19 +291,7 @@ def run(args) -> int:
 
   images = [f for f in files if f.suffix.lower() not in VIDEO_SUFFIXES]
   videos = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
-  for start in range(0, len(images), GROUP):
-    group, decoded, crops, metas = [], [], [], []
-    for path in images[start:start + GROUP]:
-      try:
-        image = images_lib.open_image(path)
-        c, m = predictor.crops(image, detect=detect)
-      except FerjaxError as e:
-        fail(path, e)
-        continue
-      group.append(path)
-      decoded.append(image if annotate_dir else None)
-      crops.append(c)
-      metas.append(m)
+  def classify_group(group, decoded, crops, metas) -> None:
     for path, image, faces in zip(group, decoded,
                                   predictor.classify_crops(crops, metas)):
       if not faces:
@@ -314,6 +301,20 @@ def run(args) -> int:
       if annotate_dir and not write_annotated(path, image, faces):
         continue
       finished(path, len(faces))
+
+  pending = ([], [], [], [])
+  for path, image, c, m, error in _decode_and_detect(
+      images, predictor, detect=detect, keep_images=bool(annotate_dir),
+      workers=args.workers):
+    if error is not None:
+      fail(path, error)
+      continue
+    for lst, item in zip(pending, (path, image, c, m)):
+      lst.append(item)
+    if len(pending[0]) == GROUP:
+      classify_group(*pending)
+      pending = ([], [], [], [])
+  classify_group(*pending)
   for path in videos:
     target = None
     try:
@@ -334,6 +335,51 @@ def run(args) -> int:
   if not done:
     return EXIT_NONE_DONE
   return EXIT_SOME_FAILED if failed else EXIT_ALL_DONE
+
+
+_WORKER_DETECTOR = None
+
+
+def _worker_init(detect_size: int) -> None:
+  global _WORKER_DETECTOR
+  from ferjax import faces
+  _WORKER_DETECTOR = faces.CenterFace(max_side=detect_size, threads=1)
+
+
+def _worker_crops(job) -> tuple:
+  """In a worker process: (path, image or None, crops, metas, error) of one image."""
+  from ferjax import images as images_lib
+  from ferjax.predictor import image_crops
+  path, detect, keep = job
+  try:
+    image = images_lib.open_image(path)
+    crops, metas = image_crops(image, lambda: _WORKER_DETECTOR, detect=detect)
+  except FerjaxError as e:
+    return path, None, None, None, str(e)
+  return path, (image if keep else None), crops, metas, None
+
+
+def _decode_and_detect(paths, predictor, *, detect, keep_images: bool, workers: int):
+  """(path, image or None, crops, metas, error) per image, in order: decoded and
+  searched for faces here (workers 1) or in `workers` processes (each with its own
+  detector on one thread), a few images ahead of the classifier."""
+  if workers <= 1 or len(paths) < 2:
+    from ferjax import images as images_lib
+    for path in paths:
+      try:
+        image = images_lib.open_image(path)
+        crops, metas = predictor.crops(image, detect=detect)
+      except FerjaxError as e:
+        yield path, None, None, None, e
+        continue
+      yield path, (image if keep_images else None), crops, metas, None
+    return
+  import multiprocessing
+  # spawn: a fork of a process that may hold JAX's or onnxruntime's threads can deadlock.
+  ctx = multiprocessing.get_context("spawn")
+  with ctx.Pool(workers, initializer=_worker_init, initargs=(predictor.detect_size,)) as pool:
+    yield from pool.imap(_worker_crops, [(p, detect, keep_images) for p in paths],
+                         chunksize=1)
 
 
 def _run_video(path, predictor, out, args, detect, annotate_path) -> int:
@@ -404,6 +450,9 @@ def main(argv=None) -> None:
                  "('fear? 0.27'; \"uncertain\": true); default: the model's calibrated "
                  "threshold; 0 turns it off")
   add_backend_flag(p)
+  p.add_argument("--workers", type=int, default=1, metavar="N",
+                 help="decode images and find their faces in N processes (default 1: "
+                 "in this one); the classifier batches their faces here")
   rate = p.add_mutually_exclusive_group()
   rate.add_argument("--every", type=int, metavar="N", help="videos: every N-th frame")
   rate.add_argument("--fps", type=float, help="videos: this many frames per second")
@@ -417,6 +466,8 @@ def main(argv=None) -> None:
     p.error("--every must be at least 1 and --fps positive")
   if not 32 <= args.detect_size <= 4096:
     p.error("--detect-size must be 32 to 4096 pixels")
+  if not 1 <= args.workers <= 256:
+    p.error(f"--workers must be 1 to 256 processes, got {args.workers}")
   if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
     p.error("--min-confidence must be 0 to 1 (0: every face is answered)")
   if args.annotate and Path(args.annotate).exists() and not Path(args.annotate).is_dir():

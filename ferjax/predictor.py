@@ -176,25 +176,7 @@ class Predictor:
     """The 48x48 face crops of one image and, per crop, its `FaceMeta` (box,
     detection score, landmarks, quality flags). `detect=None`: detect unless the image
     is a face crop already."""
-    img = images_lib.open_image(image)
-    if detect is None:
-      detect = max(img.size) > WHOLE_MAX_SIDE
-    if not detect:
-      # Classified whole: the centre square, as to_face_array_image crops it.
-      crop = np.asarray(images_lib.to_face_array_image(img), np.uint8)
-      side = min(img.width, img.height)
-      x0, y0 = (img.width - side) // 2, (img.height - side) // 2
-      box = (float(x0), float(y0), float(x0 + side), float(y0 + side))
-      return crop[None], [FaceMeta(box, 1.0, None, tuple(quality.flags(crop, side=side)))]
-    rgb = images_lib.to_rgb(img)
-    found = self.detector.detect(np.asarray(rgb))
-    gray = rgb.convert("L")
-    crops = [faces_lib.face_crop(gray, f) for f in found]
-    meta = [FaceMeta(f.box, f.score, None if f.landmarks is None else f.landmarks.tolist(),
-                     tuple(quality.flags(c, side=faces_lib.frame_side(f),
-                                         landmarks=f.landmarks)))
-            for f, c in zip(found, crops)]
-    return (np.stack(crops) if crops else np.zeros((0, 48, 48), np.uint8)), meta
+    return image_crops(image, lambda: self.detector, detect=detect)
 
   def predict(self, image, *, detect: bool | None = None) -> list[FacePrediction]:
     """The faces of one image, best detection first."""
@@ -235,6 +217,31 @@ class Predictor:
           detection_score=float(det_score), landmarks=landmarks,
           uncertain=bool(p[k] < self.min_confidence), flags=list(flags)))
     return faces
+
+
+def image_crops(image, detector, *, detect: bool | None = None
+                ) -> tuple[np.ndarray, list[FaceMeta]]:
+  """`Predictor.crops` with the detector given as a function that returns it (called
+  only when the image is searched for faces)."""
+  img = images_lib.open_image(image)
+  if detect is None:
+    detect = max(img.size) > WHOLE_MAX_SIDE
+  if not detect:
+    # Classified whole: the centre square, as to_face_array_image crops it.
+    crop = np.asarray(images_lib.to_face_array_image(img), np.uint8)
+    side = min(img.width, img.height)
+    x0, y0 = (img.width - side) // 2, (img.height - side) // 2
+    box = (float(x0), float(y0), float(x0 + side), float(y0 + side))
+    return crop[None], [FaceMeta(box, 1.0, None, tuple(quality.flags(crop, side=side)))]
+  rgb = images_lib.to_rgb(img)
+  found = detector().detect(np.asarray(rgb))
+  gray = rgb.convert("L")
+  crops = [faces_lib.face_crop(gray, f) for f in found]
+  meta = [FaceMeta(f.box, f.score, None if f.landmarks is None else f.landmarks.tolist(),
+                   tuple(quality.flags(c, side=faces_lib.frame_side(f),
+                                       landmarks=f.landmarks)))
+          for f, c in zip(found, crops)]
+  return (np.stack(crops) if crops else np.zeros((0, 48, 48), np.uint8)), meta
 
 
 def check_min_confidence(value: float) -> None:

@@ -236,3 +236,18 @@ def test_an_audio_only_video_and_no_fork_warning(tiny_weights, tmp_path, capsys,
   assert len(out.splitlines()) >= 1
   forks = [w for w in recwarn if "os.fork()" in str(w.message)]
   assert not forks, forks[0].message
+
+
+def test_workers_give_the_same_rows_in_the_same_order(photos, tiny_weights, capsys):
+  """--workers 2 decodes and detects in two processes; what is printed is what one
+  process prints, failures included."""
+  runs = {}
+  for n in ("1", "2"):
+    code, out, err = _run([str(photos), "--weights", str(tiny_weights), "--json",
+                           "--workers", n], capsys)
+    assert code == predict.EXIT_SOME_FAILED
+    assert "notes.jpg: " in err and "Traceback" not in err
+    runs[n] = [json.loads(line) for line in out.splitlines()]
+  assert runs["1"] == runs["2"] and len(runs["1"]) == 2
+  code, _, err = _run([str(photos), "--workers", "0"], capsys)
+  assert code == 2 and "--workers must be 1 to 256" in err
