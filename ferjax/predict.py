@@ -36,6 +36,7 @@ import argparse
 import csv
 import errno
 import json
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -158,15 +159,35 @@ def _no_python_in_forked_child() -> None:
   os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
 
 
+def summary_table(rows: list[dict]) -> str:
+  """A video's per-track summary as text."""
+  lines = [f"  track {r['track']:>3}: {r['seconds']:7.2f} s in view "
+           f"({r['first']:.2f}-{r['last']:.2f} s), mostly {r['dominant']} "
+           f"({100 * r['shares'][r['dominant']]:.0f}%); "
+           + ", ".join(f"{c} {100 * v:.0f}%" for c, v in
+                       sorted(r["shares"].items(), key=lambda kv: -kv[1]) if v > 0)
+           for r in rows]
+  return "\n".join(lines) if lines else "  no face was tracked"
+
+
 class Output:
   """Prints rows as a table, JSON lines or CSV."""
 
-  FIELDS = ("file", "frame", "time", "face", "box", "label", "score", "uncertain",
-            "flags")
+  FIELDS = ("file", "frame", "time", "face", "track", "box", "label", "score",
+            "uncertain", "flags")
 
   def __init__(self, fmt: str, classes):
     self.fmt, self.classes = fmt, classes
     self._csv = None
+
+  def summary(self, file: Path, rows: list[dict]) -> None:
+    """A video's per-track summary: a JSON line, or a table (on stderr under --csv,
+    which keeps stdout one CSV table)."""
+    if self.fmt == "json":
+      print(json.dumps({"file": str(file), "summary": rows}), flush=True)
+      return
+    print(f"{file}: summary\n{summary_table(rows)}", flush=True,
+          file=sys.stderr if self.fmt == "csv" else sys.stdout)
 
   def write(self, file: Path, faces, *, frame=None, time=None) -> None:
     for k, f in enumerate(faces):
@@ -179,13 +200,17 @@ class Output:
         if self._csv is None:
           self._csv = csv.writer(sys.stdout)
           self._csv.writerow(list(self.FIELDS) + list(self.classes))
+        track = row.get("track")
         self._csv.writerow([row.get("file"), row.get("frame", ""), row.get("time", ""),
-                            k, " ".join(map(str, row["box"])), row["label"],
+                            k, "" if track is None else track,
+                            " ".join(map(str, row["box"])), row["label"],
                             row["score"], int(row["uncertain"]),
                             " ".join(row["flags"])] + [
                                 row["probabilities"][c] for c in self.classes])
       else:
         where = str(file) + (f" @{time:.2f}s" if frame is not None else "")
+        if f.track is not None:
+          where += f" #{f.track}"
         top = sorted(f.probabilities.items(), key=lambda kv: -kv[1])[:3]
         box = ",".join(str(round(v)) for v in f.box)
         label = f.label + ("?" if f.uncertain else "")
@@ -384,12 +409,17 @@ def _decode_and_detect(paths, predictor, *, detect, keep_images: bool, workers: 
 
 def _run_video(path, predictor, out, args, detect, annotate_path) -> int:
   from ferjax.predictor import annotate
-  writer = None
+  from ferjax.tracking import VideoTracks
+  writer = tracks = None
   frames = found = 0
   try:
     for i, t, rgb, rate in video_frames(path, every=args.every, fps=args.fps):
       crops, meta = predictor.crops(rgb, detect=detect)
       (faces,) = predictor.classify_crops([crops], [meta])
+      if tracks is None:
+        tracks = VideoTracks(predictor.classes, fps=rate, smooth_s=args.smooth,
+                             min_confidence=predictor.min_confidence)
+      tracks.update(faces, t)
       out.write(path, faces, frame=i, time=t)
       frames += 1
       found += len(faces)
@@ -408,6 +438,12 @@ def _run_video(path, predictor, out, args, detect, annotate_path) -> int:
       writer.close()
   if not frames:
     raise FerjaxError("the video has no frames")
+  if args.summary:
+    rows = tracks.summary()
+    if isinstance(out, Output):
+      out.summary(path, rows)
+    else:  # --out: the records are the results; the summary goes to the terminal
+      print(f"{path}: summary\n{summary_table(rows)}", file=sys.stderr, flush=True)
   return found
 
 
@@ -453,6 +489,12 @@ def main(argv=None) -> None:
   p.add_argument("--workers", type=int, default=1, metavar="N",
                  help="decode images and find their faces in N processes (default 1: "
                  "in this one); the classifier batches their faces here")
+  p.add_argument("--smooth", type=float, default=0.5, metavar="SECONDS",
+                 help="videos: smooth each tracked face's probabilities over time with "
+                 "this time constant (default 0.5; 0: each frame's own)")
+  p.add_argument("--summary", action="store_true",
+                 help="videos: per track, seconds in view and share of time per "
+                 "emotion (a table, or a JSON line with --json)")
   rate = p.add_mutually_exclusive_group()
   rate.add_argument("--every", type=int, metavar="N", help="videos: every N-th frame")
   rate.add_argument("--fps", type=float, help="videos: this many frames per second")
@@ -466,6 +508,8 @@ def main(argv=None) -> None:
     p.error("--every must be at least 1 and --fps positive")
   if not 32 <= args.detect_size <= 4096:
     p.error("--detect-size must be 32 to 4096 pixels")
+  if not (math.isfinite(args.smooth) and 0 <= args.smooth <= 3600):
+    p.error(f"--smooth must be 0 to 3600 seconds (0: no smoothing), got {args.smooth}")
   if not 1 <= args.workers <= 256:
     p.error(f"--workers must be 1 to 256 processes, got {args.workers}")
   if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:

@@ -83,6 +83,10 @@ class FacePrediction:
     uncertain: the score is below the predictor's minimum confidence: not sure.
     flags: why the face may be hard to read (names from `ferjax.quality.FLAGS`:
       small, blurred, dark, overexposed, low_contrast, turned); empty when none.
+    track: in a video, the person's track id (None for an image, and on the first
+      frame a face is seen; `ferjax.tracking`).
+    raw_probabilities: in a video, this frame's own probabilities, where
+      `probabilities` (and label, score, uncertain) are smoothed over the track.
   """
   box: tuple[float, float, float, float]
   label: str
@@ -92,9 +96,15 @@ class FacePrediction:
   landmarks: list[list[float]] | None = None
   uncertain: bool = False
   flags: list[str] = dataclasses.field(default_factory=list)
+  track: int | None = None
+  raw_probabilities: dict[str, float] | None = None
 
   def to_dict(self) -> dict:
     d = dataclasses.asdict(self)
+    if self.raw_probabilities is None:  # a photo: no track, nothing smoothed
+      del d["track"], d["raw_probabilities"]
+    else:
+      d["raw_probabilities"] = {k: round(v, 4) for k, v in self.raw_probabilities.items()}
     d["box"] = [round(v, 1) for v in self.box]
     d["score"] = round(self.score, 4)
     d["detection_score"] = round(self.detection_score, 4)
@@ -267,7 +277,8 @@ def annotate(image: Image.Image, faces: Sequence[FacePrediction]) -> Image.Image
       font = ImageFont.load_default()
     colour = (170, 170, 170) if f.uncertain else (255, 200, 0)  # grey: not sure
     draw.rectangle((x0, y0, x1, y1), outline=colour, width=width)
-    text = f"{f.label}{'?' if f.uncertain else ''} {f.score:.2f}"
+    who = f"#{f.track} " if f.track is not None else ""
+    text = f"{who}{f.label}{'?' if f.uncertain else ''} {f.score:.2f}"
     tx, ty = x0, max(0, y0 - size - 2 * width)
     bbox = draw.textbbox((tx, ty), text, font=font)
     draw.rectangle(bbox, fill=colour)

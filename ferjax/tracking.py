@@ -1,0 +1,109 @@
+"""Faces followed through a video: a track per person, its expression smoothed over time,
+and a summary per track.
+
+`VideoTracks.update(faces, time)` takes one analysed frame's `FacePrediction`s and
+gives each its `track` (ByteTrack, from Roboflow's `trackers` package, on the face
+boxes and detection scores) and its smoothed probabilities: an exponential moving
+average of the calibrated probabilities over time with time constant `smooth_s`
+seconds, `p <- p + (1 - exp(-dt / smooth_s)) (p_new - p)`, which does not depend on how
+many frames are analysed a second. The raw probabilities stay beside the smoothed
+ones. ByteTrack confirms a new track on the face's second analysed frame: on its first
+a face has no track (None) and its probabilities are its raw ones. docs/video.md says
+why this tracker and how it measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+# A track lost for longer than this (the detector missed the face, or it left and came
+# back) is ended; a face found again after it gets a new track.
+LOST_S = 1.0
+
+
+@dataclasses.dataclass
+class _Track:
+  first: float
+  last: float
+  probs: np.ndarray
+  labels: dict = dataclasses.field(default_factory=dict)  # label -> seconds
+
+
+class VideoTracks:
+  """Tracks and smoothed expressions for one video's analysed frames.
+
+  Args:
+    classes: the classifier's class names (the probabilities' order).
+    fps: analysed frames a second (after --every / --fps).
+    smooth_s: the moving average's time constant in seconds (0: raw probabilities).
+    min_confidence: a face whose smoothed top probability is below this is uncertain.
+  """
+
+  def __init__(self, classes, *, fps: float, smooth_s: float, min_confidence: float,
+               lost_s: float = LOST_S):
+    from trackers import ByteTrackTracker
+    self.classes = list(classes)
+    self.smooth_s, self.min_confidence = smooth_s, min_confidence
+    self.dt = 1.0 / fps
+    # ferjax's detector keeps faces scoring 0.5 and more: all may start a track.
+    self._tracker = ByteTrackTracker(lost_track_buffer=max(1, round(lost_s * 30)),
+                                     frame_rate=fps, track_activation_threshold=0.5,
+                                     high_conf_det_threshold=0.5,
+                                     minimum_consecutive_frames=1)
+    self.tracks: dict[int, _Track] = {}
+
+  def update(self, faces: list, time: float) -> list:
+    """`faces` (FacePredictions of the frame at `time` seconds) with `track`,
+    smoothed `probabilities`, `label`, `score`, `uncertain` and `raw_probabilities`
+    set; the same objects, in the same order."""
+    import supervision as sv
+    if not faces:
+      self._tracker.update(sv.Detections.empty(), timestamp=time)
+      return faces
+    boxes = np.array([f.box for f in faces], np.float64)
+    scores = np.array([f.detection_score for f in faces], np.float64)
+    out = self._tracker.update(
+        sv.Detections(xyxy=boxes, confidence=scores,
+                      data={"index": np.arange(len(faces))}), timestamp=time)
+    ids = {int(i): int(t) for i, t in zip(out.data["index"], out.tracker_id)}
+    for i, f in enumerate(faces):
+      raw = np.array([f.probabilities[c] for c in self.classes], np.float64)
+      f.raw_probabilities = dict(f.probabilities)
+      track = ids.get(i, -1)
+      if track < 0:
+        f.track = None
+        continue
+      f.track = track
+      state = self.tracks.get(track)
+      if state is None:
+        state = self.tracks[track] = _Track(first=time, last=time, probs=raw)
+      else:
+        if self.smooth_s > 0:
+          a = 1.0 - math.exp(-max(time - state.last, 0.0) / self.smooth_s)
+          state.probs = state.probs + a * (raw - state.probs)
+        else:
+          state.probs = raw
+        state.last = time
+      p = state.probs
+      k = int(p.argmax())
+      f.probabilities = {c: float(v) for c, v in zip(self.classes, p)}
+      f.label, f.score = self.classes[k], float(p[k])
+      f.uncertain = bool(p[k] < self.min_confidence)
+      state.labels[f.label] = state.labels.get(f.label, 0.0) + self.dt
+    return faces
+
+  def summary(self) -> list[dict]:
+    """Per track: seconds in view (first to last analysed frame, plus one frame), the
+    share of that time under each smoothed label, and the dominant one."""
+    rows = []
+    for track, s in sorted(self.tracks.items()):
+      total = sum(s.labels.values())
+      shares = {c: round(s.labels.get(c, 0.0) / total, 4) for c in self.classes}
+      rows.append({"track": track, "first": round(s.first, 3),
+                   "last": round(s.last, 3),
+                   "seconds": round(s.last - s.first + self.dt, 3),
+                   "shares": shares, "dominant": max(shares, key=shares.get)})
+    return rows

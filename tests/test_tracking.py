@@ -1,0 +1,115 @@
+"""Faces followed through a video: tracks that hold through a miss and a crossing,
+smoothing that follows its formula, and a summary per track."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ferjax.predictor import FacePrediction
+from ferjax.tracking import VideoTracks
+
+CLASSES = ("angry", "fear", "happy", "sad", "surprise", "neutral")
+
+
+def _face(probs, box=(100.0, 100.0, 160.0, 170.0)):
+  p = dict(zip(CLASSES, map(float, probs)))
+  k = int(np.argmax(probs))
+  return FacePrediction(box=box, label=CLASSES[k], score=float(probs[k]),
+                        probabilities=p, detection_score=0.9)
+
+
+def test_smoothing_is_an_exponential_average_in_time():
+  a = np.array([0.05, 0.05, 0.7, 0.1, 0.05, 0.05])
+  b = np.array([0.05, 0.05, 0.1, 0.7, 0.05, 0.05])
+  tau, fps = 0.5, 10.0
+  tracks = VideoTracks(CLASSES, fps=fps, smooth_s=tau, min_confidence=0.5)
+  ref, got, first = None, [], None
+  for i in range(30):
+    t = i / fps
+    raw = a if t < 1.0 else b
+    (f,) = tracks.update([_face(raw)], t)
+    assert f.raw_probabilities == dict(zip(CLASSES, map(float, raw)))
+    if f.track is None:  # the first frame: ByteTrack confirms the track on the next
+      assert i == 0 and f.probabilities == f.raw_probabilities
+      continue
+    first = f.track if first is None else first
+    assert f.track == first
+    # float64 reference of p <- p + (1 - exp(-dt / tau)) (raw - p)
+    ref = raw.copy() if ref is None else ref + (1 - math.exp(-(1 / fps) / tau)) * (raw - ref)
+    got.append([f.probabilities[c] for c in CLASSES])
+    np.testing.assert_allclose(got[-1], ref, rtol=1e-12, atol=1e-15)
+    assert f.label == CLASSES[int(np.argmax(ref))]
+    assert f.uncertain == bool(ref.max() < 0.5)
+  # The label turns sad some frames after the raw one did: smoothing, not lag-free.
+  labels = [CLASSES[int(np.argmax(g))] for g in got]
+  assert labels.index("sad") > 9
+  rows = tracks.summary()
+  assert len(rows) == 1 and rows[0]["track"] == first
+  assert rows[0]["seconds"] == pytest.approx(2.9)  # 0.1 s to 2.9 s, plus one frame
+  assert sum(rows[0]["shares"].values()) == pytest.approx(1.0, abs=1e-3)
+  assert rows[0]["dominant"] == "sad"
+
+
+def test_smooth_zero_keeps_each_frames_probabilities():
+  tracks = VideoTracks(CLASSES, fps=5, smooth_s=0, min_confidence=0.0)
+  rng = np.random.default_rng(0)
+  for i in range(6):
+    p = rng.dirichlet(np.ones(6))
+    (f,) = tracks.update([_face(p)], i / 5)
+    assert f.probabilities == f.raw_probabilities
+
+
+@pytest.fixture(scope="module")
+def two_people(tmp_path_factory):
+  """Two faces crossing the frame in opposite directions (one above the other); the
+  top one is hidden for two frames half way."""
+  import imageio_ffmpeg
+  from skimage import data
+
+  from ferjax import predict
+  predict._no_python_in_forked_child()  # no JAX fork warning from ffmpeg's start
+  face = Image.fromarray(data.astronaut()).crop((150, 30, 300, 210)).resize((100, 120))
+  path = tmp_path_factory.mktemp("video") / "two.mp4"
+  writer = imageio_ffmpeg.write_frames(str(path), (480, 300), fps=8, macro_block_size=1)
+  writer.send(None)
+  for k in range(16):
+    canvas = Image.new("RGB", (480, 300), (90, 90, 90))
+    if k not in (7, 8):
+      canvas.paste(face, (10 + 22 * k, 10))
+    canvas.paste(face, (370 - 22 * k, 170))
+    writer.send(np.asarray(canvas).tobytes())
+  writer.close()
+  return path
+
+
+def test_a_track_per_person_through_a_miss_and_a_crossing(two_people, tiny_weights,
+                                                         capsys):
+  from ferjax import predict
+  from ferjax.errors import run_cli
+  with pytest.raises(SystemExit) as e:
+    run_cli(lambda: predict.main([str(two_people), "--weights", str(tiny_weights),
+                                  "--json", "--summary"]))
+  assert e.value.code == 0
+  lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+  rows = [r for r in lines if "face" in r]
+  (summary,) = [r for r in lines if "summary" in r]
+  assert {r["frame"] for r in rows} == set(range(16))
+  top = [r for r in rows if (r["box"][1] + r["box"][3]) / 2 < 150]
+  bottom = [r for r in rows if (r["box"][1] + r["box"][3]) / 2 >= 150]
+  assert len(top) == 14 and len(bottom) == 16  # the top face is hidden in 2 frames
+  top_ids = {r["track"] for r in top if r["frame"] > 0}
+  bottom_ids = {r["track"] for r in bottom if r["frame"] > 0}
+  assert len(top_ids) == 1 and len(bottom_ids) == 1 and top_ids != bottom_ids
+  assert None not in top_ids | bottom_ids
+  for r in rows:
+    assert set(r["raw_probabilities"]) == set(r["probabilities"])
+    assert r["time"] == pytest.approx(r["frame"] / 8, abs=1e-3)
+  tracks = {s["track"]: s for s in summary["summary"]}
+  assert set(tracks) == top_ids | bottom_ids
+  # Tracked from frame 1 (confirmed there) to frame 15, plus one frame's time.
+  assert tracks[next(iter(bottom_ids))]["seconds"] == pytest.approx(14 / 8 + 1 / 8)
