@@ -438,6 +438,13 @@ def _run_video(path, predictor, out, args, detect, annotate_path) -> int:
       writer.close()
   if not frames:
     raise FerjaxError("the video has no frames")
+  if args.timeline:
+    target = reserve_output(Path(args.timeline), path.stem + "-timeline", ".png")
+    try:
+      tracks.timeline(target, title=f"{path.name}: expression over time per tracked face")
+    except BaseException:
+      target.unlink(missing_ok=True)
+      raise
   if args.summary:
     rows = tracks.summary()
     if isinstance(out, Output):
@@ -495,6 +502,9 @@ def main(argv=None) -> None:
   p.add_argument("--summary", action="store_true",
                  help="videos: per track, seconds in view and share of time per "
                  "emotion (a table, or a JSON line with --json)")
+  p.add_argument("--timeline", metavar="DIR",
+                 help="videos: write a PNG per video to DIR, one band per tracked face "
+                 "coloured by its emotion over time")
   rate = p.add_mutually_exclusive_group()
   rate.add_argument("--every", type=int, metavar="N", help="videos: every N-th frame")
   rate.add_argument("--fps", type=float, help="videos: this many frames per second")
@@ -514,6 +524,15 @@ def main(argv=None) -> None:
     p.error(f"--workers must be 1 to 256 processes, got {args.workers}")
   if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
     p.error("--min-confidence must be 0 to 1 (0: every face is answered)")
+  if args.timeline:
+    timeline = Path(args.timeline)
+    if timeline.exists() and not timeline.is_dir():
+      p.error(f"--timeline: '{timeline}' is a file; give a folder for the timelines")
+    try:
+      timeline.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+      p.error(f"--timeline: cannot create the folder '{timeline}': "
+              f"{describe_os_error(e)}")
   if args.annotate and Path(args.annotate).exists() and not Path(args.annotate).is_dir():
     p.error(f"--annotate: '{args.annotate}' is a file; give a folder for the annotated "
             "copies (it is created if missing)")

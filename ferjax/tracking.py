@@ -30,6 +30,9 @@ class _Track:
   last: float
   probs: np.ndarray
   labels: dict = dataclasses.field(default_factory=dict)  # label -> seconds
+  # [start, end, label]: runs of one smoothed label (memory grows with label changes,
+  # not with the video's length).
+  runs: list = dataclasses.field(default_factory=list)
 
 
 class VideoTracks:
@@ -93,7 +96,37 @@ class VideoTracks:
       f.label, f.score = self.classes[k], float(p[k])
       f.uncertain = bool(p[k] < self.min_confidence)
       state.labels[f.label] = state.labels.get(f.label, 0.0) + self.dt
+      if state.runs and state.runs[-1][2] == f.label and \
+          time - state.runs[-1][1] <= 1.5 * self.dt + 1e-9:
+        state.runs[-1][1] = time + self.dt
+      else:
+        state.runs.append([time, time + self.dt, f.label])
     return faces
+
+  def timeline(self, path, *, title: str = "") -> None:
+    """A PNG at `path`: one band per track, coloured by its smoothed label over time
+    (gaps where the face was not seen)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    colours = dict(zip(self.classes, plt.get_cmap("tab10").colors))
+    ids = sorted(self.tracks)
+    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.45 * max(len(ids), 1)), dpi=110)
+    for row, track in enumerate(ids):
+      for start, end, label in self.tracks[track].runs:
+        ax.broken_barh([(start, end - start)], (row - 0.4, 0.8),
+                       facecolors=colours[label])
+    ax.set_yticks(range(len(ids)), [f"#{t}" for t in ids])
+    ax.set_ylim(-0.6, max(len(ids), 1) - 0.4)
+    ax.invert_yaxis()
+    ax.set_xlabel("time (s)")
+    ax.set_title(title or "expression over time, per tracked face")
+    ax.legend(handles=[Patch(color=colours[c], label=c) for c in self.classes],
+              loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
   def summary(self) -> list[dict]:
     """Per track: seconds in view (first to last analysed frame, plus one frame), the

@@ -88,12 +88,13 @@ def two_people(tmp_path_factory):
 
 
 def test_a_track_per_person_through_a_miss_and_a_crossing(two_people, tiny_weights,
-                                                         capsys):
+                                                         tmp_path, capsys):
   from ferjax import predict
   from ferjax.errors import run_cli
   with pytest.raises(SystemExit) as e:
     run_cli(lambda: predict.main([str(two_people), "--weights", str(tiny_weights),
-                                  "--json", "--summary"]))
+                                  "--json", "--summary", "--timeline",
+                                  str(tmp_path / "tl")]))
   assert e.value.code == 0
   lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
   rows = [r for r in lines if "face" in r]
@@ -113,3 +114,26 @@ def test_a_track_per_person_through_a_miss_and_a_crossing(two_people, tiny_weigh
   assert set(tracks) == top_ids | bottom_ids
   # Tracked from frame 1 (confirmed there) to frame 15, plus one frame's time.
   assert tracks[next(iter(bottom_ids))]["seconds"] == pytest.approx(14 / 8 + 1 / 8)
+  assert (tmp_path / "tl" / "two-timeline.png").stat().st_size > 1000
+
+
+def test_the_timeline_shows_each_tracks_labels_in_their_colours(tmp_path):
+  import matplotlib.pyplot as plt
+  tracks = VideoTracks(CLASSES, fps=10, smooth_s=0, min_confidence=0.0)
+  happy = np.array([0.05, 0.05, 0.7, 0.1, 0.05, 0.05])
+  sad = np.array([0.05, 0.05, 0.1, 0.7, 0.05, 0.05])
+  for i in range(20):
+    tracks.update([_face(happy if i < 10 else sad)], i / 10)
+  (track,) = tracks.tracks.values()
+  assert [r[2] for r in track.runs] == ["happy", "sad"]  # two runs, not 19 entries
+  tracks.timeline(tmp_path / "t.png")
+  pixels = np.asarray(Image.open(tmp_path / "t.png").convert("RGB")).reshape(-1, 3)
+  colours = dict(zip(CLASSES, plt.get_cmap("tab10").colors))
+
+  def count(label):
+    want = np.round(np.array(colours[label]) * 255)
+    return int((np.abs(pixels - want).max(1) <= 2).sum())
+
+  # Each label's band (not just its legend swatch) is drawn: far more pixels.
+  assert count("happy") > 20 * count("angry") > 0
+  assert count("sad") > 20 * count("angry")
