@@ -210,3 +210,47 @@ def test_bad_onnx_files_get_a_message(tiny_weights, tmp_path, capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2, err
     assert msg in err and "Traceback" not in err
+
+
+def test_the_web_example_gives_pythons_label_in_chromium(tiny_weights, tmp_path):
+  """examples/onnx-web (onnxruntime-web from the npm registry) in headless Chromium
+  classifies a face crop as ferjax does."""
+  import functools
+  import http.server
+  import shutil
+  import threading
+
+  from PIL import Image
+  chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+  npm = shutil.which("npm")
+  if chromium is None or npm is None:
+    pytest.skip("needs Chromium and npm (.ci/run installs both)")
+  sync_api = pytest.importorskip("playwright.sync_api")
+  site = tmp_path / "site"
+  shutil.copytree(ROOT / "examples" / "onnx-web", site)
+  subprocess.run([npm, "install", "--no-audit", "--no-fund", "--loglevel=error"],
+                 cwd=site, check=True, timeout=300)
+  export.export_onnx(site / "model.onnx", weights=tiny_weights)
+  crop = np.random.default_rng(6).integers(0, 256, (48, 48), np.uint8)
+  Image.fromarray(crop).save(site / "face.png")
+  handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+  handler.log_message = lambda *a: None
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  try:
+    with sync_api.sync_playwright() as p:
+      browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+      page = browser.new_page()
+      page.goto(f"http://127.0.0.1:{server.server_port}/index.html")
+      page.wait_for_selector("#result[data-label], body[data-error]", timeout=60_000)
+      error = page.get_attribute("body", "data-error")
+      assert error is None, error
+      label = page.get_attribute("#result", "data-label")
+      probs = json.loads(page.get_attribute("#result", "data-probs"))
+      browser.close()
+  finally:
+    server.shutdown()
+  clf = inference.Classifier.load(tiny_weights)
+  want = clf.classify(crop[None])[0]
+  np.testing.assert_allclose(probs, want, atol=1e-4)
+  assert label == clf.classes[int(want.argmax())]
