@@ -407,11 +407,39 @@ def _decode_and_detect(paths, predictor, *, detect, keep_images: bool, workers: 
                          chunksize=1)
 
 
+def _add_audio(video_only: Path, source: Path, target: Path) -> bool:
+  """Writes `target`: the frames of `video_only` with the audio of `source`, where it
+  has any (True), else `video_only`'s frames alone (False). Video is copied, not
+  encoded again."""
+  import subprocess
+
+  import imageio_ffmpeg
+  ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+  probe = subprocess.run([ffmpeg, "-hide_banner", "-i", str(source)],
+                         capture_output=True, text=True)
+  has_audio = "Audio:" in probe.stderr
+  cmd = [ffmpeg, "-y", "-loglevel", "error", "-i", str(video_only)]
+  if has_audio:
+    cmd += ["-i", str(source), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
+            "-c:a", "aac", "-shortest"]
+  else:
+    cmd += ["-c", "copy"]
+  res = subprocess.run(cmd + ["-f", "mp4", str(target)], capture_output=True, text=True)
+  if res.returncode != 0:
+    raise FerjaxError("the annotated video could not be written (ffmpeg: "
+                      f"{res.stderr.strip().splitlines()[-1:]})")
+  return has_audio
+
+
 def _run_video(path, predictor, out, args, detect, annotate_path) -> int:
   from ferjax.predictor import annotate
   from ferjax.tracking import VideoTracks
   writer = tracks = None
   frames = found = 0
+  frames_file = None
+  if annotate_path is not None:  # the frames go here first; the audio is added after
+    frames_file = reserve_output(annotate_path.parent, "." + annotate_path.stem + "-frames",
+                                 ".mp4")
   try:
     for i, t, rgb, rate in video_frames(path, every=args.every, fps=args.fps):
       crops, meta = predictor.crops(rgb, detect=detect)
@@ -428,14 +456,22 @@ def _run_video(path, predictor, out, args, detect, annotate_path) -> int:
           import imageio_ffmpeg
           _no_python_in_forked_child()
           h, w = rgb.shape[:2]
-          writer = imageio_ffmpeg.write_frames(str(annotate_path), (w, h), fps=rate,
+          writer = imageio_ffmpeg.write_frames(str(frames_file), (w, h), fps=rate,
                                                macro_block_size=1)
           writer.send(None)
         from PIL import Image
         writer.send(np.asarray(annotate(Image.fromarray(rgb), faces)).tobytes())
+    if writer is not None:
+      writer.close()
+      writer = None
+      if not _add_audio(frames_file, path, annotate_path):
+        print(f"note: {path}: no audio track, so the annotated video has none",
+              file=sys.stderr)
   finally:
     if writer is not None:
       writer.close()
+    if frames_file is not None:
+      frames_file.unlink(missing_ok=True)
   if not frames:
     raise FerjaxError("the video has no frames")
   if args.timeline:

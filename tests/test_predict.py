@@ -251,3 +251,23 @@ def test_workers_give_the_same_rows_in_the_same_order(photos, tiny_weights, caps
   assert runs["1"] == runs["2"] and len(runs["1"]) == 2
   code, _, err = _run([str(photos), "--workers", "0"], capsys)
   assert code == 2 and "--workers must be 1 to 256" in err
+
+
+def test_an_annotated_video_keeps_its_audio(tiny_weights, tmp_path, capsys, monkeypatch):
+  import subprocess
+
+  import imageio_ffmpeg
+  ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+  monkeypatch.setenv("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
+  talk = tmp_path / "talk.mp4"
+  subprocess.run([ffmpeg, "-loglevel", "error", "-f", "lavfi", "-i",
+                  "testsrc=size=160x120:rate=5", "-f", "lavfi", "-i",
+                  "sine=frequency=440:sample_rate=8000", "-t", "2", "-c:v", "libx264",
+                  "-pix_fmt", "yuv420p", "-c:a", "aac", str(talk)], check=True)
+  code, _, err = _run([str(talk), "--weights", str(tiny_weights), "--json",
+                       "--annotate", str(tmp_path / "ann")], capsys)
+  assert code == 0, err
+  probe = subprocess.run([ffmpeg, "-hide_banner", "-i", str(tmp_path / "ann" / "talk.mp4")],
+                         capture_output=True, text=True).stderr
+  assert "Video:" in probe and "Audio:" in probe
+  assert [p.name for p in (tmp_path / "ann").iterdir()] == ["talk.mp4"]  # no leftovers
