@@ -10,6 +10,11 @@ Routes:
                         probabilities, detection_score, landmarks, uncertain, flags}],
                         "model", "ms"}
   GET  /v1/info      the model, its classes, ferjax's version.
+  WS   /v1/stream    video frames in (binary JPEG/PNG messages), one JSON message out per
+                     analysed frame: {"faces" (each with "track"), "analysed_fps",
+                     "dropped", "time", "width", "height"}; frames that arrive while one
+                     is analysed are dropped but the newest; ?token=TOKEN where a token
+                     is set.
   GET  /healthz      {"status": "ready"} once the model is loaded and compiled.
   GET  /docs         the OpenAPI description (FastAPI's).
 
@@ -41,7 +46,7 @@ import time
 from importlib import resources
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -139,6 +144,12 @@ class Batcher:
         if not fut.done():
           fut.set_result(probs[i:i + len(c)])
         i += len(c)
+
+
+# The live stream's smoothing time constant (seconds) and the frame rate its summary
+# counts time in (frames arrive as fast as the client sends them).
+STREAM_SMOOTH_S = 0.5
+STREAM_NOMINAL_FPS = 10.0
 
 
 def split_host(value: str) -> str:
@@ -277,6 +288,102 @@ def create_app(predictor, *, token: str | None = None,
             "faces": [f.to_dict() for f in faces], "model": predictor.classifier.info.model,
             "ms": round(1000 * (time.perf_counter() - t0), 1)}
 
+  def refusal(headers, query_token: str | None) -> str | None:
+    """Why a WebSocket handshake is refused (None: accepted): the HTTP routes' Host,
+    Origin and token rules; a browser cannot set headers on a WebSocket, so the token
+    may come as ?token=."""
+    host = headers.get("host", "")
+    if hosts is not None and split_host(host) not in hosts:
+      return f"this server does not answer to the host '{host[:100]}'"
+    origin = headers.get("origin")
+    if not token and origin is not None and \
+        origin.split("://", 1)[-1].lower() != host.lower():
+      return "connections from another origin are refused; set a token (--token)"
+    if token:
+      scheme, _, sent = headers.get("authorization", "").partition(" ")
+      sent = sent.strip() if scheme.lower() == "bearer" else (query_token or "")
+      if not secrets.compare_digest(sent.encode(), token.encode()):
+        return "missing or wrong token: send ?token=TOKEN or 'Authorization: Bearer'"
+    return None
+
+  @app.websocket("/v1/stream")
+  async def stream(ws: WebSocket):
+    """Video frames in (binary messages: JPEG, PNG, WebP), one JSON message out per
+    analysed frame: faces with their `track` and smoothed expression, the analysed
+    frame rate and how many frames were dropped. A frame that arrives while the last
+    is being analysed replaces any other waiting: the newest is analysed next."""
+    from ferjax.tracking import VideoTracks
+    why = refusal(ws.headers, ws.query_params.get("token"))
+    if why is not None:
+      await ws.close(code=1008, reason=why[:120])
+      return
+    await ws.accept()
+    waiting: dict = {"frame": None, "dropped": 0, "closed": None}
+    arrived = asyncio.Event()
+
+    async def receive():
+      try:
+        while True:
+          msg = await ws.receive()
+          if msg["type"] == "websocket.disconnect":
+            break
+          data = msg.get("bytes")
+          if data is None:
+            waiting["closed"] = (1003, "send each frame as a binary message (JPEG, PNG)")
+            break
+          if len(data) > max_upload_bytes:
+            waiting["closed"] = (1009, f"a frame is larger than {max_upload_bytes:,} "
+                                 "bytes")
+            break
+          if waiting["frame"] is not None:
+            waiting["dropped"] += 1
+          waiting["frame"] = (data, time.monotonic())
+          arrived.set()
+      finally:
+        waiting["closed"] = waiting["closed"] or (1000, "")
+        arrived.set()
+
+    receiver = asyncio.create_task(receive())
+    tracks, start, analysed = None, time.monotonic(), 0
+    try:
+      while True:
+        await arrived.wait()
+        arrived.clear()
+        if waiting["closed"] is not None:
+          code, reason = waiting["closed"]
+          if code != 1000:
+            await ws.close(code=code, reason=reason)
+          return
+        frame, waiting["frame"] = waiting["frame"], None
+        if frame is None:
+          continue
+        data, t_arrived = frame
+        try:
+          async with decoding:
+            img = await run_in_threadpool(images_lib.open_image, data, name="the frame",
+                                          max_pixels=MAX_PIXELS)
+            crops, meta = await run_in_threadpool(predictor.crops, img)
+        except FerjaxError as e:
+          await ws.close(code=1007, reason=str(e)[:120])
+          return
+        probs = (await batcher.submit(crops) if len(crops)
+                 else np.zeros((0, len(predictor.classes)), np.float32))
+        faces = predictor.faces_from(probs, meta)
+        t = t_arrived - start
+        if tracks is None:
+          tracks = VideoTracks(predictor.classes, fps=STREAM_NOMINAL_FPS,
+                               smooth_s=STREAM_SMOOTH_S,
+                               min_confidence=predictor.min_confidence)
+        tracks.update(faces, t)
+        analysed += 1
+        elapsed = max(time.monotonic() - start, 1e-6)
+        await ws.send_json({"width": img.width, "height": img.height, "time": round(t, 3),
+                            "faces": [f.to_dict() for f in faces],
+                            "analysed_fps": round(analysed / elapsed, 2),
+                            "dropped": waiting["dropped"]})
+    finally:
+      receiver.cancel()
+
   web = resources.files("ferjax") / "web"
 
   def static(name: str):
@@ -358,6 +465,7 @@ def _timed_h11():
 def server_config(app, **kwargs):
   """The uvicorn.Config that serves `app`: header and keep-alive timeouts set."""
   import uvicorn
+  kwargs.setdefault("ws_max_size", MAX_UPLOAD_BYTES + 2**16)
   return uvicorn.Config(app, http=_timed_h11(), timeout_keep_alive=5,
                         log_level="warning", **kwargs)
 
@@ -422,7 +530,8 @@ def main(argv=None) -> None:
                    allowed_hosts=None if wildcard else (*LOOPBACK_NAMES, args.host))
   print(f"ferjax.serve: loading and compiling the model, then listening on "
         f"http://{args.host}:{args.port}/", file=sys.stderr, flush=True)
-  uvicorn.Server(server_config(app, host=args.host, port=args.port)).run()
+  uvicorn.Server(server_config(app, host=args.host, port=args.port,
+                              ws_max_size=int(args.max_upload_mb * 2**20) + 2**16)).run()
 
 
 if __name__ == "__main__":

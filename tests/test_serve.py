@@ -2,6 +2,7 @@
 
 import asyncio
 import io
+import json
 import os
 import shutil
 import threading
@@ -286,7 +287,85 @@ def test_page_webcam_shows_a_label(browser, url):
   page.wait_for_selector("body[data-faces='1']", timeout=30_000)
   assert page.inner_text("#camera") == "Stop webcam"
   assert "Webcam: 1 face(s)" in page.inner_text("#status")
+  assert "frames analysed a second" in page.inner_text("#status")  # over /v1/stream
   ARTIFACTS.mkdir(exist_ok=True)
   page.screenshot(path=str(ARTIFACTS / "page_webcam.png"), full_page=True)
   page.click("#camera")
   context.close()
+
+
+def _ws_url(url: str) -> str:
+  return url.replace("http://", "ws://") + "/v1/stream"
+
+
+def test_stream_tracks_faces_frame_after_frame(url, photo):
+  from websockets.sync.client import connect
+  with connect(_ws_url(url), origin=url) as ws:
+    results = []
+    for _ in range(3):
+      ws.send(photo)
+      results.append(json.loads(ws.recv(timeout=60)))
+  assert all(len(r["faces"]) == 1 for r in results)
+  tracks = [r["faces"][0].get("track") for r in results]
+  assert tracks[0] is None and tracks[1] is not None and tracks[1] == tracks[2]
+  last = results[-1]
+  assert last["analysed_fps"] > 0 and last["dropped"] == 0
+  assert set(last["faces"][0]["raw_probabilities"]) == set(CLASSES_6)
+
+
+def test_stream_drops_frames_it_cannot_keep_up_with(url, photo):
+  """Frames sent faster than they are analysed are dropped, not queued: 12 frames in
+  a burst give fewer than 12 answers, the last one counting the dropped."""
+  from websockets.sync.client import connect
+  with connect(_ws_url(url), origin=url) as ws:
+    for _ in range(12):
+      ws.send(photo)
+    answers = []
+    while True:
+      answers.append(json.loads(ws.recv(timeout=60)))
+      if len(answers) + answers[-1]["dropped"] == 12:
+        break
+  assert len(answers) < 12 and answers[-1]["dropped"] > 0
+
+
+def test_stream_closes_on_garbage_and_the_server_stays_up(url, photo):
+  from websockets.exceptions import ConnectionClosed
+  from websockets.sync.client import connect
+  cases = (("a text message", 1003, "binary message"),
+           (b"\x00not an image" * 10, 1007, "not an image"),
+           (b"\xff" * (MAX_UPLOAD + 10), 1009, "larger than"))
+  for message, code, reason in cases:
+    with connect(_ws_url(url), origin=url, max_size=None) as ws:
+      ws.send(message)
+      with pytest.raises(ConnectionClosed) as e:
+        ws.recv(timeout=30)
+      assert e.value.rcvd.code == code and reason in e.value.rcvd.reason
+  assert httpx.get(url + "/healthz").json() == {"status": "ready"}
+
+
+def test_stream_needs_the_token_and_a_known_origin(predictor, photo):
+  """A refused handshake is an HTTP 403: no connection is opened."""
+  from websockets.exceptions import InvalidStatus
+  from websockets.sync.client import connect
+  app = serve.create_app(predictor, token="s3cret", warm_up=False)
+  with loadtest.running_server(app) as url:
+    for query in ("", "?token=wrong"):
+      with pytest.raises(InvalidStatus) as e:
+        connect(_ws_url(url) + query)
+      assert e.value.response.status_code == 403
+    with connect(_ws_url(url) + "?token=s3cret") as ws:
+      ws.send(photo)
+      assert "faces" in json.loads(ws.recv(timeout=60))
+  with loadtest.running_server(serve.create_app(predictor, warm_up=False)) as url:
+    with pytest.raises(InvalidStatus) as e:
+      connect(_ws_url(url), origin="http://evil.example")
+    assert e.value.response.status_code == 403
+    # DNS rebinding: the handshake names another host.
+    import socket
+    host, port = url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+      sock.sendall(b"GET /v1/stream HTTP/1.1\r\nHost: rebound.example\r\n"
+                   b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   b"Sec-WebSocket-Version: 13\r\n\r\n")
+      assert sock.recv(200).startswith(b"HTTP/1.1 403")

@@ -1,9 +1,10 @@
-// The ferjax page: send a photo or webcam frames to /v1/predict, draw what comes back.
+// The ferjax page: send a photo to /v1/predict or webcam frames to /v1/stream, draw
+// what comes back.
 "use strict";
 const $ = (id) => document.getElementById(id);
 const canvas = $("canvas"), ctx = canvas.getContext("2d");
 const video = $("video"), status = $("status"), list = $("faces");
-let streaming = null, busy = false;
+let streaming = null;
 
 function say(text, isError) {
   status.textContent = text;
@@ -38,7 +39,8 @@ function draw(source, result) {
     const size = Math.max(12, Math.round((x1 - x0) / 6));
     ctx.font = `600 ${size}px system-ui, sans-serif`;
     const mark = f.uncertain ? "?" : "";
-    const text = `${i + 1}. ${f.label}${mark} ${f.score.toFixed(2)}`;
+    const who = f.track !== undefined && f.track !== null ? `#${f.track} ` : `${i + 1}. `;
+    const text = `${who}${f.label}${mark} ${f.score.toFixed(2)}`;
     const tw = ctx.measureText(text).width;
     const ty = Math.max(0, y0 - size - 2 * line);
     ctx.fillStyle = colour;
@@ -104,30 +106,58 @@ function stopCamera() {
   if (!streaming) return;
   streaming.getTracks().forEach((t) => t.stop());
   streaming = null;
+  if (socket) { socket.close(); socket = null; }
   $("camera").textContent = "Start webcam";
   $("camera").classList.remove("on");
 }
 
+// Webcam frames go to /v1/stream over a WebSocket; the server follows each face
+// (track) and smooths its expression, and answers the newest frame it has, dropping
+// the others. At most two frames are in flight, so nothing queues up.
+let socket = null, sent = 0, answered = 0, lastGrab = null;
+
+function openStream() {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  const token = $("token").value.trim();
+  const ws = new WebSocket(`${proto}//${location.host}/v1/stream` +
+                           (token ? `?token=${encodeURIComponent(token)}` : ""));
+  sent = 0; answered = 0;
+  ws.answers = 0;
+  ws.onmessage = (event) => {
+    const result = JSON.parse(event.data);
+    ws.answers += 1;
+    answered = ws.answers + result.dropped;  // a dropped frame is never answered
+    if (streaming && lastGrab) {
+      draw(lastGrab, result);
+      say(`Webcam: ${result.faces.length} face(s), ${result.analysed_fps.toFixed(1)} ` +
+          `frames analysed a second, ${result.dropped} dropped.`);
+    }
+  };
+  ws.onclose = (event) => {
+    if (streaming && socket === ws) {
+      say("The stream closed" + (event.reason ? ": " + event.reason : " (is a token " +
+          "needed?)"), true);
+      stopCamera();
+    }
+  };
+  return ws;
+}
+
 async function frameLoop() {
   if (!streaming) return;
-  if (!busy && video.videoWidth) {
-    busy = true;
+  if (socket && socket.readyState === WebSocket.OPEN && sent - answered < 2 &&
+      video.videoWidth) {
     const grab = document.createElement("canvas");
     grab.width = video.videoWidth; grab.height = video.videoHeight;
     grab.getContext("2d").drawImage(video, 0, 0);
-    try {
-      const blob = await new Promise((ok) => grab.toBlob(ok, "image/jpeg", 0.85));
-      const result = await predict(blob);
-      if (streaming) {
-        draw(grab, result);
-        say(`Webcam: ${result.faces.length} face(s), ${result.ms} ms on the server.`);
-      }
-    } catch (e) {
-      say("Error: " + e.message, true);
+    const blob = await new Promise((ok) => grab.toBlob(ok, "image/jpeg", 0.85));
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      socket.send(blob);
+      sent += 1;
+      lastGrab = grab;
     }
-    busy = false;
   }
-  setTimeout(frameLoop, 150);
+  setTimeout(frameLoop, 50);
 }
 
 $("camera").addEventListener("click", async () => {
@@ -143,6 +173,7 @@ $("camera").addEventListener("click", async () => {
   $("camera").textContent = "Stop webcam";
   $("camera").classList.add("on");
   say("Webcam on.");
+  socket = openStream();
   frameLoop();
 });
 
