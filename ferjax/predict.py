@@ -327,6 +327,9 @@ def run(args) -> int:
         continue
       finished(path, len(faces))
 
+  if args.dask is not None:
+    _run_on_dask(args, predictor, images + videos, out, fail, finished)
+    images, videos = [], []
   pending = ([], [], [], [])
   for path, image, c, m, error in _decode_and_detect(
       images, predictor, detect=detect, keep_images=bool(annotate_dir),
@@ -360,6 +363,37 @@ def run(args) -> int:
   if not done:
     return EXIT_NONE_DONE
   return EXIT_SOME_FAILED if failed else EXIT_ALL_DONE
+
+
+def _run_on_dask(args, predictor, files, out, fail, finished) -> None:
+  """The files' faces found on a Dask cluster (ferjax/cluster.py), written here."""
+  from ferjax import cluster
+  settings = cluster.Settings(
+      workdir=args.workdir, weights=args.weights, backend=args.backend, tta=args.tta,
+      detect_size=args.detect_size, min_confidence=predictor.min_confidence,
+      detect=False if args.no_detect else None, every=args.every, fps=args.fps,
+      smooth=args.smooth)
+  client, local = cluster.client_for(args.dask or None, args.workers)
+  try:
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    by_name = {str(f): f for f in files}
+    for name, groups, error in cluster.run(files, settings, client, window=4 * workers):
+      path = by_name[name]
+      if error is not None:
+        fail(path, error)
+        continue
+      found = 0
+      for frame, t, faces in groups:
+        if frame is None and not faces:
+          print(f"warning: {path}: no face found (try --no-detect for a face crop)",
+                file=sys.stderr)
+        out.write(path, faces, frame=frame, time=t)
+        found += len(faces)
+      finished(path, found)
+  finally:
+    client.close()
+    if local is not None:
+      local.close()
 
 
 _WORKER_DETECTOR = None
@@ -531,7 +565,12 @@ def main(argv=None) -> None:
   add_backend_flag(p)
   p.add_argument("--workers", type=int, default=1, metavar="N",
                  help="decode images and find their faces in N processes (default 1: "
-                 "in this one); the classifier batches their faces here")
+                 "in this one); the classifier batches their faces here. With --dask "
+                 "and no address: the local cluster's worker processes")
+  p.add_argument("--dask", nargs="?", const="", metavar="ADDRESS",
+                 help="spread the files over a Dask cluster, one task per file: the "
+                 "scheduler at ADDRESS (tcp://host:8786), or a local one of --workers "
+                 "processes; needs pip install -e \".[dask]\"")
   p.add_argument("--smooth", type=float, default=0.5, metavar="SECONDS",
                  help="videos: smooth each tracked face's probabilities over time with "
                  "this time constant (default 0.5; 0: each frame's own)")
@@ -560,6 +599,8 @@ def main(argv=None) -> None:
     p.error(f"--workers must be 1 to 256 processes, got {args.workers}")
   if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
     p.error("--min-confidence must be 0 to 1 (0: every face is answered)")
+  if args.dask is not None and (args.annotate or args.timeline or args.summary):
+    p.error("--annotate, --timeline and --summary are not available with --dask yet")
   if args.timeline:
     timeline = Path(args.timeline)
     if timeline.exists() and not timeline.is_dir():
