@@ -71,13 +71,7 @@ def _info_from_onnx(path: Path, meta: dict) -> ModelInfo:
     raise WeightsError(f"'{path}' is an ONNX model but not one written by `python -m "
                        f"ferjax.export` (its metadata lacks or garbles {e}); export "
                        "the model again.") from None
-  try:
-    for tta in (False, True):
-      info.scaling(tta)
-      info.threshold(tta)
-  except (ValueError, TypeError, KeyError) as e:
-    raise WeightsError(f"'{path}' holds an invalid calibration ({e}); export the "
-                       "model again.") from None
+  check_calibration(path, info)
   return info
 
 

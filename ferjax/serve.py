@@ -236,6 +236,24 @@ def create_app(predictor, *, token: str | None = None,
             "calibrated": predictor.classifier.calibrated,
             "min_confidence": predictor.min_confidence}
 
+  async def faces_of(data: bytes, name: str):
+    """(image, FacePredictions) of an uploaded image: decoded and searched off the
+    event loop (at most DECODE_SLOTS at once), classified with other requests' faces;
+    memory given back after a large one. FerjaxError for what is not an image."""
+    img = None
+    try:
+      async with decoding:
+        img = await run_in_threadpool(images_lib.open_image, data, name=name,
+                                      max_pixels=MAX_PIXELS)
+        crops, meta = await run_in_threadpool(predictor.crops, img)
+    finally:
+      pixels = img.width * img.height if img is not None else 0
+      if len(data) > LARGE_UPLOAD_BYTES or pixels > LARGE_IMAGE_PIXELS:
+        await run_in_threadpool(malloc.release_free_memory)
+    if not len(crops):
+      return img, []
+    return img, predictor.faces_from(await batcher.submit(crops), meta)
+
   @app.post("/v1/predict", responses={400: {}, 401: {}, 413: {}, 415: {}})
   async def predict(request: Request):
     """Upload one image (multipart field of any name, or the raw request body)."""
@@ -267,23 +285,10 @@ def create_app(predictor, *, token: str | None = None,
       return error(413, f"the upload is larger than {max_upload_bytes:,} bytes")
     if not data:
       return error(400, "the upload is empty; send an image (JPEG, PNG, WebP)")
-    img = None
     try:
-      async with decoding:
-        img = await run_in_threadpool(images_lib.open_image, data, name="the upload",
-                                      max_pixels=MAX_PIXELS)
-        crops, meta = await run_in_threadpool(predictor.crops, img)
+      img, faces = await faces_of(data, "the upload")
     except FerjaxError as e:
       return error(400, str(e))
-    finally:
-      pixels = img.width * img.height if img is not None else 0
-      if len(data) > LARGE_UPLOAD_BYTES or pixels > LARGE_IMAGE_PIXELS:
-        await run_in_threadpool(malloc.release_free_memory)
-    if len(crops):
-      probs = await batcher.submit(crops)
-      faces = predictor.faces_from(probs, meta)
-    else:
-      faces = []
     return {"width": img.width, "height": img.height,
             "faces": [f.to_dict() for f in faces], "model": predictor.classifier.info.model,
             "ms": round(1000 * (time.perf_counter() - t0), 1)}
@@ -359,16 +364,10 @@ def create_app(predictor, *, token: str | None = None,
           continue
         data, t_arrived = frame
         try:
-          async with decoding:
-            img = await run_in_threadpool(images_lib.open_image, data, name="the frame",
-                                          max_pixels=MAX_PIXELS)
-            crops, meta = await run_in_threadpool(predictor.crops, img)
+          img, faces = await faces_of(data, "the frame")
         except FerjaxError as e:
           await ws.close(code=1007, reason=str(e)[:120])
           return
-        probs = (await batcher.submit(crops) if len(crops)
-                 else np.zeros((0, len(predictor.classes)), np.float32))
-        faces = predictor.faces_from(probs, meta)
         t = t_arrived - start
         if tracks is None:
           tracks = VideoTracks(predictor.classes, fps=STREAM_NOMINAL_FPS,
