@@ -83,8 +83,7 @@ class FacePrediction:
     uncertain: the score is below the predictor's minimum confidence: not sure.
     flags: why the face may be hard to read (names from `ferjax.quality.FLAGS`:
       small, blurred, dark, overexposed, low_contrast, turned); empty when none.
-    track: in a video, the person's track id (None for an image, and on the first
-      frame a face is seen; `ferjax.tracking`).
+    track: in a video, the person's track id (None for an image; `ferjax.tracking`).
     raw_probabilities: in a video, this frame's own probabilities, where
       `probabilities` (and label, score, uncertain) are smoothed over the track.
   """

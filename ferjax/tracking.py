@@ -7,8 +7,8 @@ boxes and detection scores) and its smoothed probabilities: an exponential movin
 average of the calibrated probabilities over time with time constant `smooth_s`
 seconds, `p <- p + (1 - exp(-dt / smooth_s)) (p_new - p)`, which does not depend on how
 many frames are analysed a second. The raw probabilities stay beside the smoothed
-ones. ByteTrack confirms a new track on the face's second analysed frame: on its first
-a face has no track (None) and its probabilities are its raw ones. docs/video.md says
+ones. ByteTrack confirms a new track on the face's second analysed frame; ferjax gives
+the track its id on the first (`_our_ids`), so every tracked face has one. docs/video.md says
 why this tracker and how it measured.
 """
 
@@ -57,6 +57,7 @@ class VideoTracks:
                                      high_conf_det_threshold=0.5,
                                      minimum_consecutive_frames=1)
     self.tracks: dict[int, _Track] = {}
+    self._next_id = 0
 
   def update(self, faces: list, time: float) -> list:
     """`faces` (FacePredictions of the frame at `time` seconds) with `track`,
@@ -68,10 +69,11 @@ class VideoTracks:
       return faces
     boxes = np.array([f.box for f in faces], np.float64)
     scores = np.array([f.detection_score for f in faces], np.float64)
+    before = {id(t) for t in getattr(self._tracker, "tracks", [])}
     out = self._tracker.update(
         sv.Detections(xyxy=boxes, confidence=scores,
                       data={"index": np.arange(len(faces))}), timestamp=time)
-    ids = {int(i): int(t) for i, t in zip(out.data["index"], out.tracker_id)}
+    ids = self._our_ids(out, before)
     for i, f in enumerate(faces):
       raw = np.array([f.probabilities[c] for c in self.classes], np.float64)
       f.raw_probabilities = dict(f.probabilities)
@@ -127,6 +129,29 @@ class VideoTracks:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+  def _our_ids(self, out, before: set) -> dict[int, int]:
+    """Face index -> ferjax's track id. ByteTrack gives a new face no id (-1) until
+    its second frame; the tracklet it spawned for it is found (the new ones, in the
+    order of its -1 detections) and given an id at once, which it keeps when
+    ByteTrack confirms it. Where the tracker's internals are not as expected, a face
+    keeps -1 on its first frame."""
+    tracklets = getattr(self._tracker, "tracks", None)
+    ids = {}
+    if tracklets is None:
+      return {int(i): int(t) for i, t in zip(out.data["index"], out.tracker_id)}
+    spawned = iter([t for t in tracklets if id(t) not in before])
+    confirmed = {t.tracker_id: t for t in tracklets if getattr(t, "tracker_id", -1) >= 0}
+    for i, bt in zip(out.data["index"], out.tracker_id):
+      tracklet = confirmed.get(int(bt)) if bt >= 0 else next(spawned, None)
+      if tracklet is None:
+        ids[int(i)] = -1
+        continue
+      if not hasattr(tracklet, "ferjax_track"):
+        tracklet.ferjax_track = self._next_id
+        self._next_id += 1
+      ids[int(i)] = tracklet.ferjax_track
+    return ids
 
   def summary(self) -> list[dict]:
     """Per track: seconds in view (first to last analysed frame, plus one frame), the

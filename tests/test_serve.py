@@ -307,7 +307,7 @@ def test_stream_tracks_faces_frame_after_frame(url, photo):
       results.append(json.loads(ws.recv(timeout=60)))
   assert all(len(r["faces"]) == 1 for r in results)
   tracks = [r["faces"][0].get("track") for r in results]
-  assert tracks[0] is None and tracks[1] is not None and tracks[1] == tracks[2]
+  assert tracks[0] is not None and tracks[0] == tracks[1] == tracks[2]
   last = results[-1]
   assert last["analysed_fps"] > 0 and last["dropped"] == 0
   assert set(last["faces"][0]["raw_probabilities"]) == set(CLASSES_6)

@@ -34,9 +34,7 @@ def test_smoothing_is_an_exponential_average_in_time():
     raw = a if t < 1.0 else b
     (f,) = tracks.update([_face(raw)], t)
     assert f.raw_probabilities == dict(zip(CLASSES, map(float, raw)))
-    if f.track is None:  # the first frame: ByteTrack confirms the track on the next
-      assert i == 0 and f.probabilities == f.raw_probabilities
-      continue
+    assert f.track is not None  # from the first frame on
     first = f.track if first is None else first
     assert f.track == first
     # float64 reference of p <- p + (1 - exp(-dt / tau)) (raw - p)
@@ -50,7 +48,7 @@ def test_smoothing_is_an_exponential_average_in_time():
   assert labels.index("sad") > 9
   rows = tracks.summary()
   assert len(rows) == 1 and rows[0]["track"] == first
-  assert rows[0]["seconds"] == pytest.approx(2.9)  # 0.1 s to 2.9 s, plus one frame
+  assert rows[0]["seconds"] == pytest.approx(3.0)  # 0 s to 2.9 s, plus one frame
   assert sum(rows[0]["shares"].values()) == pytest.approx(1.0, abs=1e-3)
   assert rows[0]["dominant"] == "sad"
 
@@ -103,8 +101,8 @@ def test_a_track_per_person_through_a_miss_and_a_crossing(two_people, tiny_weigh
   top = [r for r in rows if (r["box"][1] + r["box"][3]) / 2 < 150]
   bottom = [r for r in rows if (r["box"][1] + r["box"][3]) / 2 >= 150]
   assert len(top) == 14 and len(bottom) == 16  # the top face is hidden in 2 frames
-  top_ids = {r["track"] for r in top if r["frame"] > 0}
-  bottom_ids = {r["track"] for r in bottom if r["frame"] > 0}
+  top_ids = {r["track"] for r in top}
+  bottom_ids = {r["track"] for r in bottom}
   assert len(top_ids) == 1 and len(bottom_ids) == 1 and top_ids != bottom_ids
   assert None not in top_ids | bottom_ids
   for r in rows:
@@ -112,8 +110,8 @@ def test_a_track_per_person_through_a_miss_and_a_crossing(two_people, tiny_weigh
     assert r["time"] == pytest.approx(r["frame"] / 8, abs=1e-3)
   tracks = {s["track"]: s for s in summary["summary"]}
   assert set(tracks) == top_ids | bottom_ids
-  # Tracked from frame 1 (confirmed there) to frame 15, plus one frame's time.
-  assert tracks[next(iter(bottom_ids))]["seconds"] == pytest.approx(14 / 8 + 1 / 8)
+  # Tracked from frame 0 to frame 15, plus one frame's time.
+  assert tracks[next(iter(bottom_ids))]["seconds"] == pytest.approx(16 / 8)
   assert (tmp_path / "tl" / "two-timeline.png").stat().st_size > 1000
 
 
