@@ -90,6 +90,7 @@ class OnnxClassifier:
     self._scaling = {tta: info.scaling(tta).arrays() for tta in (False, True)}
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as faces.py
     if threads:
       opts.intra_op_num_threads = threads
     try:
