@@ -190,10 +190,9 @@ class Output:
           file=sys.stderr if self.fmt == "csv" else sys.stdout)
 
   def write(self, file: Path, faces, *, frame=None, time=None) -> None:
-    for k, f in enumerate(faces):
-      row = {"file": str(file), **({"frame": frame, "time": round(time, 3)}
-                                   if frame is not None else {}),
-             "face": k, **f.to_dict()}
+    from ferjax.results import face_rows
+    for k, (f, row) in enumerate(zip(faces, face_rows(file, faces, frame=frame,
+                                                          time=time))):
       if self.fmt == "json":
         print(json.dumps(row), flush=True)
       elif self.fmt == "csv":

@@ -30,6 +30,14 @@ from ferjax.errors import FerjaxError, describe_os_error
 JOB, RESULTS, FILES = "job.json", "results.jsonl", "files.jsonl"
 
 
+def face_rows(file, faces, *, frame=None, time=None):
+  """The record of each face, as `predict --json` prints it and results.jsonl holds
+  it: file, frame and time (videos), the face's index, then `FacePrediction.to_dict`."""
+  where = {"frame": frame, "time": round(time, 3)} if frame is not None else {}
+  for k, f in enumerate(faces):
+    yield {"file": str(file), **where, "face": k, **f.to_dict()}
+
+
 class ResultsDir:
   """The results folder of one job (see the module's docstring)."""
 
@@ -103,10 +111,7 @@ class ResultsDir:
 
   def write(self, file, faces, *, frame=None, time=None) -> None:
     """Appends one record per face (as `--json` prints them)."""
-    for k, f in enumerate(faces):
-      row = {"file": str(file), **({"frame": frame, "time": round(time, 3)}
-                                   if frame is not None else {}),
-             "face": k, **f.to_dict()}
+    for row in face_rows(file, faces, frame=frame, time=time):
       self._results.write((json.dumps(row) + "\n").encode())
       self.faces += 1
 
