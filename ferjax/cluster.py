@@ -54,15 +54,9 @@ def predict_file(path: str, s: Settings) -> tuple[str, list | None, str | None]:
   predictor = _predictor(s)
   try:
     if Path(path).suffix.lower() in predict.VIDEO_SUFFIXES:
-      from ferjax.tracking import VideoTracks
-      out, tracks = [], None
-      for i, t, rgb, rate in predict.video_frames(Path(path), every=s.every, fps=s.fps):
-        crops, meta = predictor.crops(rgb, detect=s.detect)
-        (faces,) = predictor.classify_crops([crops], [meta])
-        if tracks is None:
-          tracks = VideoTracks(predictor.classes, fps=rate, smooth_s=s.smooth,
-                               min_confidence=predictor.min_confidence)
-        out.append((i, t, tracks.update(faces, t)))
+      out = [(i, t, faces) for i, t, _, _, faces, _ in predict.tracked_frames(
+          Path(path), predictor, detect=s.detect, every=s.every, fps=s.fps,
+          smooth=s.smooth)]
       if not out:
         raise FerjaxError("the video has no frames")
       return path, out, None

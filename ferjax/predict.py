@@ -464,9 +464,22 @@ def _add_audio(video_only: Path, source: Path, target: Path) -> bool:
   return has_audio
 
 
+def tracked_frames(path: Path, predictor, *, detect, every, fps, smooth):
+  """(frame index, seconds, RGB frame, analysed frames/s, faces, VideoTracks) per
+  analysed frame of a video: its faces classified, tracked and smoothed."""
+  from ferjax.tracking import VideoTracks
+  tracks = None
+  for i, t, rgb, rate in video_frames(path, every=every, fps=fps):
+    crops, meta = predictor.crops(rgb, detect=detect)
+    (faces,) = predictor.classify_crops([crops], [meta])
+    if tracks is None:
+      tracks = VideoTracks(predictor.classes, fps=rate, smooth_s=smooth,
+                           min_confidence=predictor.min_confidence)
+    yield i, t, rgb, rate, tracks.update(faces, t), tracks
+
+
 def _run_video(path, predictor, out, args, detect, annotate_path) -> int:
   from ferjax.predictor import annotate
-  from ferjax.tracking import VideoTracks
   writer = tracks = None
   frames = found = 0
   frames_file = None
@@ -474,13 +487,9 @@ def _run_video(path, predictor, out, args, detect, annotate_path) -> int:
     frames_file = reserve_output(annotate_path.parent, "." + annotate_path.stem + "-frames",
                                  ".mp4")
   try:
-    for i, t, rgb, rate in video_frames(path, every=args.every, fps=args.fps):
-      crops, meta = predictor.crops(rgb, detect=detect)
-      (faces,) = predictor.classify_crops([crops], [meta])
-      if tracks is None:
-        tracks = VideoTracks(predictor.classes, fps=rate, smooth_s=args.smooth,
-                             min_confidence=predictor.min_confidence)
-      tracks.update(faces, t)
+    for i, t, rgb, rate, faces, tracks in tracked_frames(  # noqa: B007 - used after
+        path, predictor, detect=detect, every=args.every, fps=args.fps,
+        smooth=args.smooth):
       out.write(path, faces, frame=i, time=t)
       frames += 1
       found += len(faces)
