@@ -203,22 +203,36 @@ def create_app(predictor, *, token: str | None = None,
 
   hosts = None if allowed_hosts is None else {split_host(h) for h in allowed_hosts}
 
+  def refusal(headers, *, api: bool, websocket: bool = False,
+              query_token: str | None = None) -> tuple[int, str] | None:
+    """(status, message) where a request is refused, None where it may go on: a Host
+    that is not this server's; without a token, an API call from another origin; with
+    one, an API call that does not carry it (a WebSocket may send it as ?token=, as a
+    browser cannot set its headers)."""
+    host = headers.get("host", "")
+    if hosts is not None and split_host(host) not in hosts:
+      return 400, (f"this server does not answer to the host '{host[:100]}'; "
+                   "address it by the name it was started with")
+    origin = headers.get("origin")
+    if (not token and origin is not None and api
+        and origin.split("://", 1)[-1].lower() != host.lower()):
+      return 403, ("requests from another origin are refused; set a token "
+                   "(--token) to call the API from other pages")
+    if token and api:
+      scheme, _, sent = headers.get("authorization", "").partition(" ")
+      sent = sent.strip() if scheme.lower() == "bearer" else None
+      if websocket and sent is None:
+        sent = query_token
+      if sent is None or not secrets.compare_digest(sent.encode(), token.encode()):
+        return 401, ("missing or wrong token: send 'Authorization: Bearer TOKEN'"
+                     + (" or ?token=TOKEN" if websocket else ""))
+    return None
+
   @app.middleware("http")
   async def check_token(request: Request, call_next):
-    host = request.headers.get("host", "")
-    if hosts is not None and split_host(host) not in hosts:
-      return error(400, f"this server does not answer to the host '{host[:100]}'; "
-                   "address it by the name it was started with")
-    origin = request.headers.get("origin")
-    if (not token and origin is not None and request.url.path.startswith("/v1/")
-        and origin.split("://", 1)[-1].lower() != host.lower()):
-      return error(403, "requests from another origin are refused; set a token "
-                   "(--token) to call the API from other pages")
-    if token and request.url.path.startswith("/v1/"):
-      scheme, _, sent = request.headers.get("authorization", "").partition(" ")
-      if scheme.lower() != "bearer" or not secrets.compare_digest(
-          sent.strip().encode(), token.encode()):
-        return error(401, "missing or wrong token: send 'Authorization: Bearer TOKEN'")
+    why = refusal(request.headers, api=request.url.path.startswith("/v1/"))
+    if why is not None:
+      return error(*why)
     return await call_next(request)
 
   @app.get("/healthz")
@@ -293,24 +307,6 @@ def create_app(predictor, *, token: str | None = None,
             "faces": [f.to_dict() for f in faces], "model": predictor.classifier.info.model,
             "ms": round(1000 * (time.perf_counter() - t0), 1)}
 
-  def refusal(headers, query_token: str | None) -> str | None:
-    """Why a WebSocket handshake is refused (None: accepted): the HTTP routes' Host,
-    Origin and token rules; a browser cannot set headers on a WebSocket, so the token
-    may come as ?token=."""
-    host = headers.get("host", "")
-    if hosts is not None and split_host(host) not in hosts:
-      return f"this server does not answer to the host '{host[:100]}'"
-    origin = headers.get("origin")
-    if not token and origin is not None and \
-        origin.split("://", 1)[-1].lower() != host.lower():
-      return "connections from another origin are refused; set a token (--token)"
-    if token:
-      scheme, _, sent = headers.get("authorization", "").partition(" ")
-      sent = sent.strip() if scheme.lower() == "bearer" else (query_token or "")
-      if not secrets.compare_digest(sent.encode(), token.encode()):
-        return "missing or wrong token: send ?token=TOKEN or 'Authorization: Bearer'"
-    return None
-
   @app.websocket("/v1/stream")
   async def stream(ws: WebSocket):
     """Video frames in (binary messages: JPEG, PNG, WebP), one JSON message out per
@@ -318,9 +314,10 @@ def create_app(predictor, *, token: str | None = None,
     frame rate and how many frames were dropped. A frame that arrives while the last
     is being analysed replaces any other waiting: the newest is analysed next."""
     from ferjax.tracking import VideoTracks
-    why = refusal(ws.headers, ws.query_params.get("token"))
-    if why is not None:
-      await ws.close(code=1008, reason=why[:120])
+    why = refusal(ws.headers, api=True, websocket=True,
+                  query_token=ws.query_params.get("token"))
+    if why is not None:  # before accept(): the handshake is answered 403
+      await ws.close(code=1008, reason=why[1][:120])
       return
     await ws.accept()
     waiting: dict = {"frame": None, "dropped": 0, "closed": None}
