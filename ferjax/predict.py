@@ -404,17 +404,23 @@ def _worker_init(detect_size: int) -> None:
   _WORKER_DETECTOR = faces.CenterFace(max_side=detect_size, threads=1)
 
 
-def _worker_crops(job) -> tuple:
-  """In a worker process: (path, image or None, crops, metas, error) of one image."""
+def _path_crops(path, detector, *, detect, keep: bool) -> tuple:
+  """(path, image or None, crops, metas, error message or None) of one image file;
+  `detector` returns the face detector (`predictor.image_crops`)."""
   from ferjax import images as images_lib
   from ferjax.predictor import image_crops
-  path, detect, keep = job
   try:
     image = images_lib.open_image(path)
-    crops, metas = image_crops(image, lambda: _WORKER_DETECTOR, detect=detect)
+    crops, metas = image_crops(image, detector, detect=detect)
   except FerjaxError as e:
     return path, None, None, None, str(e)
   return path, (image if keep else None), crops, metas, None
+
+
+def _worker_crops(job) -> tuple:
+  """In a worker process: `_path_crops` with the worker's own detector."""
+  path, detect, keep = job
+  return _path_crops(path, lambda: _WORKER_DETECTOR, detect=detect, keep=keep)
 
 
 def _decode_and_detect(paths, predictor, *, detect, keep_images: bool, workers: int):
@@ -422,15 +428,8 @@ def _decode_and_detect(paths, predictor, *, detect, keep_images: bool, workers: 
   searched for faces here (workers 1) or in `workers` processes (each with its own
   detector on one thread), a few images ahead of the classifier."""
   if workers <= 1 or len(paths) < 2:
-    from ferjax import images as images_lib
     for path in paths:
-      try:
-        image = images_lib.open_image(path)
-        crops, metas = predictor.crops(image, detect=detect)
-      except FerjaxError as e:
-        yield path, None, None, None, e
-        continue
-      yield path, (image if keep_images else None), crops, metas, None
+      yield _path_crops(path, lambda: predictor.detector, detect=detect, keep=keep_images)
     return
   import multiprocessing
   # spawn: a fork of a process that may hold JAX's or onnxruntime's threads can deadlock.
