@@ -135,3 +135,29 @@ def test_the_timeline_shows_each_tracks_labels_in_their_colours(tmp_path):
   # Each label's band (not just its legend swatch) is drawn: far more pixels.
   assert count("happy") > 20 * count("angry") > 0
   assert count("sad") > 20 * count("angry")
+
+
+@pytest.mark.parametrize("absent_s, same", [(0.4, True), (2.0, False)])
+def test_a_face_back_after_a_short_absence_keeps_its_track_and_after_a_long_one_not(
+    absent_s, same):
+  """A face hidden for less than LOST_S keeps its id; hidden for longer it comes back
+  as a new track (ByteTrack forgets lost tracks; ferjax does not re-identify faces)."""
+  from ferjax.tracking import LOST_S
+  fps = 10.0
+  assert absent_s < LOST_S if same else absent_s > LOST_S
+  tracks = VideoTracks(CLASSES, fps=fps, smooth_s=0.5, min_confidence=0.0)
+  p = np.array([0.05, 0.05, 0.7, 0.1, 0.05, 0.05])
+  ids, t = [], 0.0
+  gone = round(absent_s * fps)
+  for i in range(10 + gone + 10):
+    t = i / fps
+    present = not 10 <= i < 10 + gone
+    # The face drifts slowly to the right, as a person would.
+    box = (100.0 + 2 * i, 100.0, 160.0 + 2 * i, 170.0)
+    faces = tracks.update([_face(p, box)] if present else [], t)
+    if present:
+      ids.append(faces[0].track)
+  before, after = set(ids[:10]), set(ids[10:])
+  assert len(before) == 1 and len(after) == 1 and None not in before | after
+  assert (before == after) is same
+  assert len(tracks.summary()) == (1 if same else 2)
