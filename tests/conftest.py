@@ -17,6 +17,16 @@ from PIL import Image
 from ferjax.classes import CLASSES_7
 
 
+def run_main(main, argv, capsys) -> tuple[int, str, str]:
+  """Runs a command's `main(argv)` as the command line would (errors as messages, exit
+  statuses); returns (exit status, stdout, stderr)."""
+  from ferjax.errors import run_cli
+  with pytest.raises(SystemExit) as e:
+    run_cli(lambda: main(argv))
+  out = capsys.readouterr()
+  return e.value.code, out.out, out.err
+
+
 def make_images(n_per_class: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
   """[7 * n, 48, 48] uint8 images and their labels (CLASSES_7 order)."""
   rng = np.random.default_rng(seed)

@@ -10,7 +10,7 @@ from PIL import Image
 pytest.importorskip("dask.distributed")
 
 from ferjax import predict  # noqa: E402
-from ferjax.errors import run_cli  # noqa: E402
+from conftest import run_main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +41,7 @@ def job(tmp_path_factory):
 
 
 def _run(argv, capsys):
-  with pytest.raises(SystemExit) as e:
-    run_cli(lambda: predict.main(argv))
-  out = capsys.readouterr()
-  return e.value.code, out.out, out.err
+  return run_main(predict.main, argv, capsys)
 
 
 def test_a_local_dask_cluster_gives_the_single_process_results(job, tiny_weights,

@@ -10,7 +10,7 @@ from PIL import Image
 
 from ferjax import predict
 from ferjax.classes import CLASSES_6
-from ferjax.errors import run_cli
+from conftest import run_main
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -27,10 +27,7 @@ def photos(tmp_path_factory):
 
 
 def _run(args, capsys):
-  with pytest.raises(SystemExit) as e:
-    run_cli(lambda: predict.main(args))
-  out = capsys.readouterr()
-  return e.value.code, out.out, out.err
+  return run_main(predict.main, args, capsys)
 
 
 def test_json_rows_for_each_face_and_messages_for_the_rest(photos, tiny_weights, capsys):
