@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ferjax.errors import FerjaxError, describe_os_error, run_cli
+from ferjax.errors import FerjaxError, describe_os_error, require_extra, run_cli
 from ferjax.predictor import add_backend_flag
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
@@ -254,6 +254,8 @@ def run(args) -> int:
   files, errors = expand(args.paths)
   for e in errors:
     print(f"error: {e}", file=sys.stderr)
+  if any(f.suffix.lower() in VIDEO_SUFFIXES for f in files):
+    require_extra("video", what="a video")  # before any work: a missing install, not a bad file
   predictor = Predictor.load(workdir=args.workdir, weights=args.weights, tta=args.tta,
                              backend=args.backend, detect_size=args.detect_size,
                              min_confidence=args.min_confidence)

@@ -46,6 +46,12 @@ import time
 from importlib import resources
 
 import numpy as np
+
+from ferjax.errors import ConfigError, FerjaxError, require_extra, run_cli
+
+if __name__ == "__main__":  # the extra to install, before its imports fail
+  require_extra("serve", what="python -m ferjax.serve", command=True)
+
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -53,7 +59,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartParser
 
 from ferjax import malloc
-from ferjax.errors import ConfigError, FerjaxError, run_cli
 from ferjax.predictor import add_backend_flag
 
 MAX_BATCH = 64
