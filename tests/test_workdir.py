@@ -1,4 +1,5 @@
-"""A workdir that cannot silently go wrong: its data, its lock, atomic files, statuses."""
+"""A workdir that cannot silently go wrong: its data, its lock, atomic files, statuses;
+directly through ferjax.workdir, and as the loop keeps it."""
 
 import dataclasses
 import json
@@ -7,8 +8,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ferjax import configs, report, train
+from ferjax import configs, input_pipeline, report, train
+from ferjax import workdir as workdir_lib
 from ferjax.errors import ConfigError, DataError, run_cli
+from ferjax.workdir import LoopState
 from conftest import make_images, write_zip
 
 TINY = dataclasses.replace(configs.tiny(), epochs=1, num_classes=7)
@@ -99,3 +102,96 @@ def test_16bit_training_images_are_scaled_not_clipped():
   got, converted = sources.decode_image(buf.getvalue(), where="x.png")
   assert converted
   np.testing.assert_array_equal(got, face)
+
+
+def _fingerprint(seed: int, *, test: bool = True) -> dict:
+  split = input_pipeline.Split(*make_images(4, seed=seed))
+  val = split.take(np.arange(5))
+  return workdir_lib.data_fingerprint(SimpleNamespace(train=split, val=val,
+                                                      test=val if test else None))
+
+
+def test_other_data_is_refused_and_the_same_data_passes(tmp_path):
+  fp = _fingerprint(0)
+  assert fp == _fingerprint(0) and set(fp) == {"train", "val", "test"}
+  assert set(_fingerprint(0, test=False)) == {"train", "val"}
+  workdir_lib.check_data(tmp_path, _fingerprint(5))  # nothing claimed yet: anything goes
+  workdir_lib.claim(tmp_path, TINY, fp)
+  workdir_lib.check_data(tmp_path, fp)
+  other = _fingerprint(5)
+  assert {k: v["images"] for k, v in other.items()} == {k: v["images"]
+                                                        for k, v in fp.items()}
+  with pytest.raises(ConfigError, match="trained on other data .* or the same sizes "
+                     "with other images"):
+    workdir_lib.check_data(tmp_path, other)
+  (tmp_path / workdir_lib.DATA).write_text("{torn")  # unreadable: claimed again
+  workdir_lib.check_data(tmp_path, other)
+
+
+def test_other_config_is_refused_but_more_epochs_pass(tmp_path):
+  workdir_lib.check_config(tmp_path, TINY)  # nothing claimed yet
+  workdir_lib.claim(tmp_path, TINY, {})
+  assert configs.load_run_config(tmp_path) == TINY
+  workdir_lib.check_config(tmp_path, dataclasses.replace(TINY, epochs=5))
+  with pytest.raises(ConfigError, match="learning_rate: saved 0.003, now 0.1"):
+    workdir_lib.check_config(tmp_path, dataclasses.replace(TINY, learning_rate=0.1))
+
+
+def test_a_locked_workdir_is_refused_until_released(tmp_path):
+  with workdir_lib.locked(tmp_path / "w") as w:
+    assert w.is_dir() and (w / workdir_lib.LOCK).read_text().isdigit()
+    with pytest.raises(ConfigError, match=r"in use by a running training \(pid \d+\)"):
+      with workdir_lib.Lock(w):
+        pass
+  with workdir_lib.Lock(tmp_path / "w"):  # released
+    pass
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(ConfigError, match="is a file, not a folder"):
+    with workdir_lib.locked(tmp_path / "file"):
+      pass
+
+
+def test_write_atomic_replaces_whole_files(tmp_path):
+  path = tmp_path / "f.json"
+  workdir_lib.write_atomic(path, "old")
+  workdir_lib.write_atomic(path, "new")
+  assert path.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_a_resume_rewrites_metrics_up_to_its_epoch_without_a_torn_line(tmp_path):
+  path = tmp_path / workdir_lib.METRICS
+  assert workdir_lib.restart_metrics(tmp_path, 0) == [] and path.read_text() == ""
+  for e in (1, 2, 3):
+    workdir_lib.append_metrics(tmp_path, {"epoch": e})
+  with path.open("a") as f:
+    f.write('{"epoch": 4, "train_lo')  # a crash in the middle of a write
+  assert [m["epoch"] for m in workdir_lib.read_metrics(path)] == [1, 2, 3]
+  assert workdir_lib.restart_metrics(tmp_path, 2) == [{"epoch": 1}, {"epoch": 2}]
+  workdir_lib.append_metrics(tmp_path, {"epoch": 3})
+  assert [json.loads(r) for r in path.read_text().splitlines()] == [
+      {"epoch": 1}, {"epoch": 2}, {"epoch": 3}]
+
+
+def test_read_metrics_drops_a_torn_last_line_only(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  assert workdir_lib.read_metrics(path) == []
+  path.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3, "val')
+  assert [r["epoch"] for r in workdir_lib.read_metrics(path)] == [1, 2]
+  path.write_text('{"epoch": 1\n{"epoch": 2}\n')
+  with pytest.raises(ValueError):  # a torn line in the middle is not hidden
+    workdir_lib.read_metrics(path)
+
+
+@pytest.mark.parametrize("monitor, values, best_epoch, waits", [
+    ("val_loss", [1.0, 0.8, 0.9, 0.8], 2, [0, 0, 1, 2]),
+    ("val_accuracy", [0.5, 0.4, 0.6, 0.6], 3, [0, 1, 0, 1]),
+])
+def test_loop_state_tracks_the_best_epoch_and_survives_json(monitor, values, best_epoch,
+                                                            waits):
+  loop = LoopState(step_in_epoch=3, sums={"count": 5})
+  for value, wait in zip(values, waits):
+    loop.end_epoch(value, monitor=monitor)
+    assert loop.wait == wait and loop.step_in_epoch == 0 and loop.sums is None
+  assert loop.epoch == 4 and loop.best_epoch == best_epoch
+  saved = json.loads(json.dumps(loop.to_json()))
+  assert LoopState.from_json({**saved, "from_a_later_version": 1}) == loop
