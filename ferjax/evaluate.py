@@ -73,9 +73,10 @@ def evaluate(*, workdir=None, weights=None, pretrained: bool = False, data=None,
   data_split = load_split(split, num_classes=clf.info.num_classes, data=data,
                           data_dir=data_dir, **data_cut(clf, workdir))
   labels = data_split.labels
+  predictor = inference.SplitPredictor(input_size=clf.info.input_size)
   out, probs = {}, {}
   for tta_on in (False, True) if tta else (False,):
-    logits = clf.logits(data_split.images, tta=tta_on)
+    logits = predictor.logits(clf.state, data_split, tta=tta_on)
     sfx = "_tta" if tta_on else ""
     raw = calibration.calibrated_probs(logits, calibration.Scaling.identity(
         len(clf.classes)))

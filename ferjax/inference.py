@@ -8,6 +8,9 @@ the parameters (float16) and BatchNorm statistics (float32) of one network, with
 entry naming the model, its classes and input size, so that `Classifier.load(path)`
 needs nothing else. The package ships one (`ferjax/pretrained/`), which
 `load_pretrained()` loads.
+
+A whole data split is classified by `SplitPredictor`, in one place for training (each
+epoch's validation, the report), `evaluate`, `bench` and the experiments.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ferjax import augment as augment_lib
-from ferjax import models
+from ferjax import input_pipeline, models
 from ferjax.modelfile import (  # noqa: F401 - re-exported: inference.ModelInfo, ...
     PRETRAINED,
     WEIGHTS_FORMAT,
@@ -45,6 +49,9 @@ BUCKETS = (1, 8, 64, 256)
 # (48x48x64 floats per image in the first stage) then stay in cache from layer to layer
 # (docs/performance.md).
 CPU_EVAL_CHUNK = 8
+# Images per batch when classifying a whole split (rounded up to a multiple of the
+# mesh's device count).
+EVAL_BATCH_SIZE = 256
 
 
 def to_unit(images: jax.Array) -> jax.Array:
@@ -181,6 +188,63 @@ class Classifier:
     """Compiles every bucket size now rather than on first use."""
     for b in BUCKETS:
       self.classify(np.zeros((b, 48, 48), np.uint8), tta=tta)
+
+
+def eval_batch_size(mesh) -> int:
+  """EVAL_BATCH_SIZE rounded up to a multiple of the mesh's device count."""
+  n = mesh.devices.size
+  return -(-EVAL_BATCH_SIZE // n) * n
+
+
+class SplitPredictor:
+  """Classifies whole data splits, in batches of one shape sharded over a device mesh.
+
+  A split's images go through `predict_step` in batches of `batch_size` (the last one
+  padded), each split along the mesh's 'data' axis; every host of a multi-host run
+  feeds its part and gets the whole answer. `state` is anything `predict_step` takes
+  (a TrainState, `Classifier.state`): each kind of answer (probabilities or logits,
+  with or without TTA) compiles once for a state's structure, whatever the split.
+  """
+
+  def __init__(self, *, input_size: int, mesh=None, batch_size: int | None = None):
+    """Args:
+      input_size: the side of the images the network sees (`predict_step`).
+      mesh: the devices to predict on (default: the first one, as a Classifier).
+      batch_size: a multiple of the mesh's device count (default: EVAL_BATCH_SIZE
+        rounded up to one).
+    """
+    from ferjax import state as state_lib  # for its mesh helpers only
+    self.mesh = mesh if mesh is not None else state_lib.make_mesh(jax.devices()[:1])
+    self.batch_size = batch_size or eval_batch_size(self.mesh)
+    replicated = NamedSharding(self.mesh, P())
+    data = NamedSharding(self.mesh, P("data"))
+    self.steps = {(tta, logits): jax.jit(partial(predict_step, tta=tta, logits=logits,
+                                                 input_size=input_size),
+                                         in_shardings=(replicated, data),
+                                         out_shardings=replicated)
+                  for tta in (False, True) for logits in (False, True)}
+    rows = state_lib.host_slice(self.batch_size)
+    self._put = lambda images: state_lib.shard_batch(self.mesh, images[rows])[0]
+
+  def probs(self, state, split: input_pipeline.Split, *, tta: bool = False
+            ) -> np.ndarray:
+    """Probabilities [N, C] of the split's images (TTA: the mean over the views)."""
+    return self._run(state, split, tta=tta, logits=False)
+
+  def logits(self, state, split: input_pipeline.Split, *, tta: bool = False
+             ) -> np.ndarray:
+    """Raw logits [N, C], or [10, N, C] (one per view) with `tta`."""
+    return self._run(state, split, tta=tta, logits=True)
+
+  def _run(self, state, split, *, tta: bool, logits: bool) -> np.ndarray:
+    step, axis = self.steps[tta, logits], int(tta and logits)
+    out = []
+    for images, _, mask in input_pipeline.eval_batches(split, batch_size=self.batch_size):
+      answer = np.asarray(jax.device_get(step(state, self._put(images))))
+      out.append(answer[:, mask] if axis else answer[mask])
+    if out:
+      return np.concatenate(out, axis=axis)
+    return np.zeros((10, 0, 0) if axis else (0, 0), np.float32)
 
 
 # ----------------------------------------------------------------------------- files
