@@ -31,10 +31,10 @@ python experiments/screenshot_page.py "$(python -c 'from ferjax.predict import s
 python - "$RUN" "$OUT/pretrained_test.json" <<'EOF'
 import json, sys
 from pathlib import Path
-from ferjax import configs, report
+from ferjax import configs, report, workdir
 run, test = Path(sys.argv[1]), Path(sys.argv[2])
 config = configs.Config.from_dict(json.loads((run / "config.json").read_text()))
-report.plot_run_curves(report.read_metrics(run / "metrics.jsonl"), Path("docs/img/curves.png"),
+report.plot_run_curves(workdir.read_metrics(run / "metrics.jsonl"), Path("docs/img/curves.png"),
                        variant=config.variant, model=config.model,
                        augmented=config.augment.enabled)
 summary = json.loads(test.read_text())

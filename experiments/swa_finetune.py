@@ -32,7 +32,9 @@ import jax
 import jax.numpy as jnp
 
 from ferjax import augment as augment_lib
-from ferjax import configs, inference, input_pipeline, malloc, models, train
+from ferjax import configs, inference, input_pipeline, malloc, models, report, train
+from ferjax import steps as steps_lib
+from ferjax import workdir as workdir_lib
 from ferjax.state import (TrainState, create_model, make_mesh, optimizer_with_schedule,
                           shard_batch)
 
@@ -101,7 +103,7 @@ def main(argv=None) -> None:
   ds = train.prepare_data(config, data=args.data)
   ds = dataclasses.replace(ds, test=None)  # validation only chooses
   saved = json.loads((run / "data.json").read_text())
-  now = train.data_fingerprint(ds)
+  now = workdir_lib.data_fingerprint(ds)
   if args.train_limit is None and {k: saved[k] for k in ("train", "val")} != now:
     sys.exit(f"the data differ from the run's ({saved} vs {now})")
 
@@ -113,7 +115,8 @@ def main(argv=None) -> None:
   state = TrainState.create(apply_fn=model.apply, params=params, tx=tx,
                             batch_stats=batch_stats)
   state = state.replace(step=jnp.zeros((), jnp.int32))
-  steps = train.Steps(config, mesh)
+  train_step = steps_lib.jit_train_step(config, mesh)
+  predictor = inference.SplitPredictor(input_size=config.input_size, mesh=mesh)
   bn_stats = make_bn_stats_fn(config, model)
   loop_key = jax.random.fold_in(jax.random.key(args.seed), 1)
   bn_key = jax.random.fold_in(jax.random.key(args.seed), 2)
@@ -125,8 +128,8 @@ def main(argv=None) -> None:
   (results / "args.json").write_text(json.dumps(vars(args), indent=2))
 
   def val_acc(s, tta=False):
-    probs = train.predict_split(steps, s, ds.val, tta=tta)
-    return train.loss_and_accuracy(probs, ds.val.labels)[1]
+    probs = predictor.probs(s, ds.val, tta=tta)
+    return report.loss_and_accuracy(probs, ds.val.labels)[1]
 
   base = {"epoch": 0, "val_accuracy": val_acc(state),
           "val_accuracy_tta": val_acc(state, tta=True)}
@@ -143,7 +146,7 @@ def main(argv=None) -> None:
         put=lambda b: shard_batch(mesh, *b))
     try:
       for images, labels in batches:
-        state, m = steps.train(state, images, labels, loop_key)
+        state, m = train_step(state, images, labels, loop_key)
         sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
     finally:
       batches.close()

@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ferjax import cli, configs, input_pipeline, malloc, ops, train
+from ferjax import cli, configs, inference, input_pipeline, malloc, ops
+from ferjax import steps as steps_lib
 from ferjax import state as state_lib
 from ferjax.augment import NO_AUGMENT
 from ferjax.errors import run_cli
@@ -95,7 +96,7 @@ def run(config: configs.Config, *, steps: int, repeats: int, warmup: int = 1,
       rng.integers(0, config.num_classes, NUM_TRAIN).astype(np.int32))
   spe = configs.steps_per_epoch(len(split), config.batch_size)
   state = state_lib.init_state(config, mesh=mesh, steps_per_epoch=spe)
-  step_fns = train.Steps(config, mesh)
+  train_step = steps_lib.jit_train_step(config, mesh)
   loop_key = jax.random.key(0)
   sl = state_lib.host_slice(config.batch_size)
 
@@ -104,10 +105,10 @@ def run(config: configs.Config, *, steps: int, repeats: int, warmup: int = 1,
   # FLOPs of the step as XLA counts them with its own convolutions: the CPU's chunked
   # convolutions loop over images, and a loop body is counted once, not per trip.
   xla_model = state_lib.create_model(config).clone(conv_impl="xla")
-  train_flops = _flops(step_fns.train.lower(state.replace(apply_fn=xla_model.apply),
+  train_flops = _flops(train_step.lower(state.replace(apply_fn=xla_model.apply),
                                             x0, y0, loop_key))
   for _ in range(2):  # compilation
-    state, m = step_fns.train(state, x0, y0, loop_key)
+    state, m = train_step(state, x0, y0, loop_key)
   jax.block_until_ready(m)
 
   def one_pass(seed: int, epoch: int):
@@ -120,7 +121,7 @@ def run(config: configs.Config, *, steps: int, repeats: int, warmup: int = 1,
     t = time.perf_counter()
     n = 0
     for images, labels in batches:
-      state, m = step_fns.train(state, images, labels, loop_key)
+      state, m = train_step(state, images, labels, loop_key)
       n += 1
       if n == steps:
         break
@@ -137,15 +138,16 @@ def run(config: configs.Config, *, steps: int, repeats: int, warmup: int = 1,
   # The trained state, predicting in eval_dtype (the parameters stay float32).
   eval_state = state.replace(apply_fn=state_lib.create_model(
       dataclasses.replace(config, dtype=eval_dtype)).apply)
-  eval_split = split.take(np.arange(min(len(split), 2 * train.EVAL_BATCH_SIZE)))
+  predictor = inference.SplitPredictor(input_size=config.input_size, mesh=mesh)
+  eval_split = split.take(np.arange(min(len(split), 2 * predictor.batch_size)))
   eval_rates = {}
   for name, tta in (("eval", False), ("eval_tta", True)):
-    train.predict_split(step_fns, eval_state, eval_split.take(np.arange(
-        train.EVAL_BATCH_SIZE)), tta=tta)  # warm-up
+    predictor.probs(eval_state, eval_split.take(np.arange(predictor.batch_size)),
+                    tta=tta)  # warm-up
     times = []
     for _ in range(max(2, repeats)):
       t = time.perf_counter()
-      train.predict_split(step_fns, eval_state, eval_split, tta=tta)
+      predictor.probs(eval_state, eval_split, tta=tta)
       times.append(time.perf_counter() - t)
     eval_rates[name] = [len(eval_split) / t for t in times]
 

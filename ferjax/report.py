@@ -1,11 +1,22 @@
-"""Classification metrics and the figures a run leaves in its workdir."""
+"""A run's report: classification metrics, the figures, and `write_report`, which
+evaluates a finished run's best checkpoint and writes report.json, its figures and the
+calibration into the workdir."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
+import jax
 import numpy as np
+
+from ferjax import calibration
+from ferjax import workdir as workdir_lib
+from ferjax.classes import class_names
+from ferjax.configs import Config
+from ferjax.inference import SplitPredictor
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int
@@ -37,20 +48,10 @@ def summarize(labels: np.ndarray, probs: np.ndarray, probs_tta: np.ndarray | Non
   return out
 
 
-def read_metrics(path: Path) -> list[dict]:
-  """The rows of a metrics.jsonl; a torn last line (a crash mid-write) is dropped."""
-  if not path.exists():
-    return []
-  lines = [line for line in path.read_text().splitlines() if line.strip()]
-  rows = []
-  for i, line in enumerate(lines):
-    try:
-      rows.append(json.loads(line))
-    except ValueError:
-      if i == len(lines) - 1:
-        break
-      raise
-  return rows
+def loss_and_accuracy(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+  """Mean negative log-likelihood and accuracy of probabilities [N, C]."""
+  nll = -np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-12))
+  return float(nll.mean()), float((probs.argmax(-1) == labels).mean())
 
 
 def plot_curves(metrics: list[dict], path: Path, *, title: str,
@@ -107,3 +108,58 @@ def plot_confusion(summary: dict, path: Path, *, title: str) -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
+
+
+def write_report(config: Config, workdir: Path, *, predictor: SplitPredictor, state,
+                 data, history: list[dict], run: workdir_lib.LoopState) -> dict:
+  """Evaluates `state` (the run's best checkpoint) on the run's splits; writes
+  report.json, curves.png, confusion.png and calibration.json, and returns the report.
+
+  Args:
+    data: the run's splits, as attributes train, val and test (None: no test split).
+    history: the metrics rows of every epoch.
+    run: the loop's state (epochs run, best epoch, whether it stopped early).
+  """
+  names = class_names(config.num_classes)
+  out: dict[str, Any] = {
+      "variant": config.variant, "model": config.model,
+      "epochs_run": run.epoch, "best_epoch": run.best_epoch,
+      "stopped_early": run.stopped_early,
+      "train_seconds": round(sum(m["epoch_seconds"] for m in history), 1),
+      "device": f"{jax.devices()[0].platform} x{len(jax.devices())}",
+  }
+  train_probs = predictor.probs(state, data.train)
+  out["train_accuracy_clean"] = loss_and_accuracy(train_probs, data.train.labels)[1]
+  # The validation split's logits serve both its accuracy and the calibration of the
+  # best checkpoint (ferjax.calibration), which export then writes with the weights.
+  val_logits = predictor.logits(state, data.val)
+  val_logits_tta = predictor.logits(state, data.val, tta=True)
+  identity = calibration.Scaling.identity(config.num_classes)
+  val_probs = calibration.calibrated_probs(val_logits, identity)
+  val_tta = calibration.calibrated_probs(val_logits_tta, identity)
+  out["validation"] = summarize(data.val.labels, val_probs, val_tta, names, "validation")
+  fitted = {**calibration.fit_entry(val_logits, val_logits_tta, data.val.labels),
+            "step": int(state.step)}
+  out["calibration"] = fitted["fit"]
+  if data.test is not None:
+    test_probs = predictor.probs(state, data.test)
+    test_tta = predictor.probs(state, data.test, tta=True)
+    out["test"] = summarize(data.test.labels, test_probs, test_tta, names, "test")
+  else:
+    out["test"] = None
+  if workdir_lib.writes():
+    workdir_lib.write_atomic(workdir / calibration.RUN_FILE, json.dumps(fitted, indent=2))
+    (workdir / workdir_lib.REPORT).write_text(json.dumps(out, indent=2))
+    plot_run_curves(history, workdir / workdir_lib.CURVES, variant=config.variant,
+                    model=config.model, augmented=config.augment.enabled)
+    plot_confusion(out["test"] or out["validation"], workdir / workdir_lib.CONFUSION,
+                   title=f"ferjax {config.variant} ({config.model})")
+  cal = fitted["fit"]["single"]
+  line = (f"{config.variant}: clean train accuracy {out['train_accuracy_clean']:.4f}, "
+          f"validation {out['validation']['accuracy']:.4f} (calibrated: ECE "
+          f"{cal['before']['ece']:.3f} -> {cal['after']['ece']:.3f})")
+  if out["test"]:
+    line += (f", test {out['test']['accuracy']:.4f} "
+             f"(with TTA {out['test']['accuracy_tta']:.4f})")
+  print(line + f"; report in {workdir / workdir_lib.REPORT}", file=sys.stderr)
+  return out

@@ -1,8 +1,9 @@
 """The train state and where it lives: the model and optimizer built from a config,
 the state created or shaped for restoring, and the device mesh it is sharded over.
 
-Training (`ferjax.train`) and inference (`ferjax.inference`, to restore a run's
-checkpoint) both build on this module; it holds no loop.
+Training (`ferjax.steps`, `ferjax.train`) and inference (`ferjax.inference`, to restore
+a run's checkpoint and to classify a split over a mesh) both build on this module; it
+holds no step and no loop.
 """
 
 from __future__ import annotations

@@ -2,13 +2,15 @@
 the one classifier of whole splits that it shares with training and bench
 (`inference.SplitPredictor`)."""
 
+import dataclasses
 import json
 from types import SimpleNamespace
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ferjax import evaluate, inference, input_pipeline
+from ferjax import configs, evaluate, inference, input_pipeline, train
 from ferjax.errors import ConfigError, run_cli
 
 
@@ -51,6 +53,40 @@ def test_json_stdout_is_pure_even_when_the_data_is_prepared_first(
   captured = capsys.readouterr()
   assert "Preparing FER2013" in captured.err  # the notices went to stderr
   assert json.loads(captured.out)["n"] == 36  # and stdout is one JSON object
+
+
+def test_evaluate_a_run_as_its_report_did_and_in_bfloat16(tmp_path, toy_zip, tfds_dir,
+                                                           capsys):
+  config = dataclasses.replace(configs.tiny(), epochs=3, num_classes=7,
+                               early_stopping=False)
+  rep = train.train_and_evaluate(config, tmp_path, data=toy_zip, data_dir=tfds_dir)
+  capsys.readouterr()
+  evaluate.main(["--workdir", str(tmp_path), "--data", str(toy_zip), "--data-dir",
+                 str(tfds_dir), "--json"])
+  out = json.loads(capsys.readouterr().out)
+  assert {"split", "n", "accuracy", "accuracy_tta", "per_class_recall",
+          "confusion_matrix", "classes"} <= set(out)
+  assert out["accuracy"] == rep["test"]["accuracy"] and out["n"] == 42
+
+  # Predicting in bfloat16: the same float32 parameters, computed in bfloat16, give
+  # the float32 predictions up to bfloat16 rounding.
+  test = input_pipeline.load_fer2013(toy_zip, splits=("test",),
+                                     num_classes=config.num_classes,
+                                     data_dir=tfds_dir)["test"]
+  c32 = evaluate.load_classifier(workdir=tmp_path)
+  c16 = evaluate.load_classifier(workdir=tmp_path, dtype="bfloat16")
+  assert c16.state.apply_fn.__self__.dtype == jnp.bfloat16
+  assert c32.state.apply_fn.__self__.dtype == jnp.float32
+  p32 = c32.classify(test.images)
+  p16 = c16.classify(test.images)
+  assert not np.array_equal(p16, p32)  # computed in another dtype
+  np.testing.assert_allclose(p16, p32, atol=0.05)
+  assert (p16.argmax(-1) == p32.argmax(-1)).mean() >= 0.95
+  evaluate.main(["--workdir", str(tmp_path), "--data", str(toy_zip), "--data-dir",
+                 str(tfds_dir), "--dtype", "bfloat16", "--json"])
+  assert json.loads(capsys.readouterr().out)["dtype"] == "bfloat16"
+  with pytest.raises(ConfigError, match="unknown dtype 'float16'; choose one of float32"):
+    evaluate.load_classifier(workdir=tmp_path, dtype="float16")
 
 
 def test_a_split_is_classified_as_the_classifier_classifies_its_crops(tiny_weights):

@@ -1,4 +1,6 @@
-"""ferjax.report: metrics computed right, a torn metrics file survived, figures written."""
+"""ferjax.report: metrics computed right, figures written, a run's report written whole."""
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,14 +22,12 @@ def test_confusion_accuracy_recall_and_tta():
   assert report.summarize(labels, probs, None, "abcd", "x")["accuracy_tta"] is None
 
 
-def test_read_metrics_drops_a_torn_last_line_only(tmp_path):
-  path = tmp_path / "metrics.jsonl"
-  assert report.read_metrics(path) == []
-  path.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3, "val')
-  assert [r["epoch"] for r in report.read_metrics(path)] == [1, 2]
-  path.write_text('{"epoch": 1\n{"epoch": 2}\n')
-  with pytest.raises(ValueError):
-    report.read_metrics(path)
+def test_loss_and_accuracy():
+  probs = np.array([[0.5, 0.5], [0.2, 0.8], [0.9, 0.1]])
+  loss, acc = report.loss_and_accuracy(probs, np.array([0, 1, 1]))
+  assert loss == pytest.approx(-np.log([0.5, 0.8, 0.1]).mean()) and acc == 2 / 3
+  assert report.loss_and_accuracy(np.eye(2), np.array([1, 0]))[0] == pytest.approx(
+      -np.log(1e-12))  # a zero probability is a large loss, not an infinite one
 
 
 def test_figures_are_written(tmp_path):
@@ -38,3 +38,39 @@ def test_figures_are_written(tmp_path):
   report.plot_confusion(s, tmp_path / "confusion.png", title="t")
   for name in ("curves.png", "confusion.png"):
     assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_write_report_writes_every_file_from_the_state_it_is_given(tmp_path, capsys):
+  import dataclasses
+  import json
+
+  from ferjax import calibration, configs, input_pipeline
+  from ferjax import state as state_lib
+  from ferjax.inference import SplitPredictor
+  from ferjax.workdir import LoopState
+  from conftest import make_images
+  config = dataclasses.replace(configs.tiny(), num_classes=7)
+  mesh = state_lib.make_mesh()
+  state = state_lib.init_state(config, mesh=mesh, steps_per_epoch=1)
+  split = input_pipeline.Split(*make_images(2, seed=0))
+  data = SimpleNamespace(train=split, val=split.take(np.arange(0, 14, 2)), test=None)
+  history = [{"epoch": e, "train_loss": 1.0, "val_loss": 1.0, "train_accuracy": 0.5,
+              "val_accuracy": 0.5, "epoch_seconds": 1.25} for e in (1, 2)]
+  predictor = SplitPredictor(input_size=config.input_size, mesh=mesh)
+  out = report.write_report(config, tmp_path, predictor=predictor, state=state,
+                            data=data, history=history,
+                            run=LoopState(epoch=2, best_epoch=1))
+  assert set(out) == {"variant", "model", "epochs_run", "best_epoch", "stopped_early",
+                      "train_seconds", "device", "train_accuracy_clean", "validation",
+                      "calibration", "test"}
+  assert (out["epochs_run"], out["best_epoch"], out["train_seconds"]) == (2, 1, 2.5)
+  assert out["test"] is None and out["validation"]["n"] == 7
+  val_probs = predictor.probs(state, data.val)
+  assert out["validation"]["accuracy"] == report.loss_and_accuracy(
+      val_probs, data.val.labels)[1]
+  assert json.loads((tmp_path / "report.json").read_text()) == out
+  saved = json.loads((tmp_path / calibration.RUN_FILE).read_text())
+  assert saved["step"] == int(state.step) and saved["fit"] == out["calibration"]
+  for name in ("curves.png", "confusion.png"):
+    assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert "report in" in capsys.readouterr().err

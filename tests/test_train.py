@@ -1,4 +1,5 @@
-"""The training loop: learning, early stopping, resume, recompilation, divergence, CLI."""
+"""The training loop: learning, early stopping, resume, recompilation, divergence, the
+workdir's rules as the loop keeps them, the CLI."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ferjax import checkpointing, configs, evaluate, inference, input_pipeline, train
+from ferjax import checkpointing, configs, evaluate, inference, train
 from ferjax import state as state_lib
-from ferjax.errors import ConfigError, TrainingDiverged, run_cli
+from ferjax import steps as steps_lib
+from ferjax import workdir as workdir_lib
+from ferjax.errors import ConfigError, DataError, TrainingDiverged, run_cli
+from conftest import make_images, write_zip
 
 TINY = dataclasses.replace(configs.tiny(), epochs=2, num_classes=7)
 
@@ -61,14 +65,17 @@ def test_early_stopping_stops_and_keeps_the_best(tmp_path, toy_zip, tfds_dir):
 
 def test_resume_equals_uninterrupted_and_no_recompilation(tmp_path, toy_zip, tfds_dir,
                                                           monkeypatch):
-  made = []
-  real_steps = train.Steps
-  monkeypatch.setattr(train, "Steps", lambda *a, **k: made.append(real_steps(*a, **k))
-                      or made[-1])
+  made, predictors = [], []
+  real_step, real_predictor = steps_lib.jit_train_step, train.SplitPredictor
+  monkeypatch.setattr(steps_lib, "jit_train_step",
+                      lambda *a, **k: made.append(real_step(*a, **k)) or made[-1])
+  monkeypatch.setattr(train, "SplitPredictor", lambda *a, **k: predictors.append(
+      real_predictor(*a, **k)) or predictors[-1])
   config = dataclasses.replace(TINY, augment=configs.augmented().augment)
   ref = train.train_and_evaluate(config, tmp_path / "a", data=toy_zip, data_dir=tfds_dir)
-  assert made[0].train._cache_size() == 1  # two epochs, one compilation
-  assert made[0].predict._cache_size() == 1
+  assert made[0]._cache_size() == 1  # two epochs, one compilation
+  # Each epoch's validation and the report's splits, one compilation.
+  assert predictors[0].steps[False, False]._cache_size() == 1
 
   # Interrupted twice: mid-epoch 1 and mid-epoch 2, each time resumed.
   assert train.train_and_evaluate(config, tmp_path / "b", data=toy_zip,
@@ -103,14 +110,14 @@ def test_more_epochs_continue_a_finished_run_but_other_changes_are_refused(
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
     tmp_path, toy_zip, tfds_dir, monkeypatch):
-  real_step = train.train_step
+  real_step = steps_lib.train_step
 
   def poisoned(state, images, labels, key, *, config):
     new, m = real_step(state, images, labels, key, config=config)
     m["loss_sum"] = jnp.where(state.step >= 6, jnp.nan, m["loss_sum"])  # in epoch 2
     return new, m
 
-  monkeypatch.setattr(train, "train_step", poisoned)
+  monkeypatch.setattr(steps_lib, "train_step", poisoned)
   config = dataclasses.replace(TINY, epochs=3, early_stopping=False)
   with pytest.raises(TrainingDiverged, match="loss became nan in epoch 2"):
     train.train_and_evaluate(config, tmp_path, data=toy_zip, data_dir=tfds_dir)
@@ -119,36 +126,56 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
   assert all(np.isfinite(p).all() for p in jax.tree.leaves(params))
 
 
-def test_evaluate_and_predict(tmp_path, toy_zip, toy_splits, tfds_dir, capsys):
-  config = dataclasses.replace(TINY, epochs=3, early_stopping=False)
-  rep = train.train_and_evaluate(config, tmp_path, data=toy_zip, data_dir=tfds_dir)
-  capsys.readouterr()
-  evaluate.main(["--workdir", str(tmp_path), "--data", str(toy_zip), "--data-dir",
-                 str(tfds_dir), "--json"])
-  out = json.loads(capsys.readouterr().out)
-  assert {"split", "n", "accuracy", "accuracy_tta", "per_class_recall",
-          "confusion_matrix", "classes"} <= set(out)
-  assert out["accuracy"] == rep["test"]["accuracy"] and out["n"] == 42
+def test_a_run_refuses_other_data_on_resume(tmp_path, toy_zip, tfds_dir):
+  one = dataclasses.replace(TINY, epochs=1)
+  train.train_and_evaluate(one, tmp_path / "w", data=toy_zip, data_dir=tfds_dir)
+  other = write_zip(tmp_path / "other.zip", {"train": make_images(30, seed=5),
+                                             "test": make_images(6, seed=1)})
+  more = dataclasses.replace(one, epochs=2)
+  with pytest.raises(ConfigError, match="trained on other data"):
+    train.train_and_evaluate(more, tmp_path / "w", data=other, data_dir=tfds_dir)
+  # The same data resumes.
+  assert train.train_and_evaluate(more, tmp_path / "w", data=toy_zip,
+                                  data_dir=tfds_dir)["epochs_run"] == 2
 
-  # Predicting in bfloat16: the same float32 parameters, computed in bfloat16, give
-  # the float32 predictions up to bfloat16 rounding.
-  test = input_pipeline.load_fer2013(toy_zip, splits=("test",),
-                                     num_classes=config.num_classes,
-                                     data_dir=tfds_dir)["test"]
-  c32 = evaluate.load_classifier(workdir=tmp_path)
-  c16 = evaluate.load_classifier(workdir=tmp_path, dtype="bfloat16")
-  assert c16.state.apply_fn.__self__.dtype == jnp.bfloat16
-  assert c32.state.apply_fn.__self__.dtype == jnp.float32
-  p32 = c32.classify(test.images)
-  p16 = c16.classify(test.images)
-  assert not np.array_equal(p16, p32)  # computed in another dtype
-  np.testing.assert_allclose(p16, p32, atol=0.05)
-  assert (p16.argmax(-1) == p32.argmax(-1)).mean() >= 0.95
-  evaluate.main(["--workdir", str(tmp_path), "--data", str(toy_zip), "--data-dir",
-                 str(tfds_dir), "--dtype", "bfloat16", "--json"])
-  assert json.loads(capsys.readouterr().out)["dtype"] == "bfloat16"
-  with pytest.raises(ConfigError, match="unknown dtype 'float16'; choose one of float32"):
-    evaluate.load_classifier(workdir=tmp_path, dtype="float16")
+
+def test_a_run_that_fails_before_training_does_not_claim_the_workdir(
+    tmp_path, toy_zip, tfds_dir):
+  one = dataclasses.replace(TINY, epochs=1)
+  too_big = dataclasses.replace(one, batch_size=4096)
+  with pytest.raises(DataError, match="lower --batch-size"):
+    train.train_and_evaluate(too_big, tmp_path / "w", data=toy_zip, data_dir=tfds_dir)
+  assert not (tmp_path / "w" / "config.json").exists()
+  # Following the advice in the same workdir works.
+  assert train.train_and_evaluate(one, tmp_path / "w", data=toy_zip,
+                                  data_dir=tfds_dir) is not None
+
+
+def test_a_second_run_on_a_locked_workdir_is_refused(tmp_path, toy_zip, tfds_dir):
+  one = dataclasses.replace(TINY, epochs=1)
+  (tmp_path / "w").mkdir()
+  with workdir_lib.Lock(tmp_path / "w"):
+    with pytest.raises(ConfigError, match=r"in use by a running training \(pid \d+\)"):
+      train.train_and_evaluate(one, tmp_path / "w", data=toy_zip, data_dir=tfds_dir)
+  # Released: the run goes ahead.
+  assert train.train_and_evaluate(one, tmp_path / "w", data=toy_zip,
+                                  data_dir=tfds_dir) is not None
+
+
+def test_torn_metrics_line_and_stale_checkpoint_tmp_are_survived(tmp_path, toy_zip,
+                                                                 tfds_dir):
+  one = dataclasses.replace(TINY, epochs=1)
+  w = tmp_path / "w"
+  train.train_and_evaluate(one, w, data=toy_zip, data_dir=tfds_dir)
+  with (w / "metrics.jsonl").open("a") as f:
+    f.write('{"epoch": 2, "train_lo')  # a crash in the middle of a write
+  stale = w / "checkpoints" / "latest" / "99.orbax-checkpoint-tmp-123"
+  stale.mkdir(parents=True)
+  rep = train.train_and_evaluate(dataclasses.replace(one, epochs=2), w, data=toy_zip,
+                                 data_dir=tfds_dir)
+  assert rep["epochs_run"] == 2 and not stale.exists()
+  rows = [json.loads(line) for line in (w / "metrics.jsonl").read_text().splitlines()]
+  assert [r["epoch"] for r in rows] == [1, 2]
 
 
 def test_cli_errors_are_one_paragraph_not_a_traceback(tmp_path, capsys):
@@ -164,6 +191,21 @@ def test_cli_errors_are_one_paragraph_not_a_traceback(tmp_path, capsys):
   with pytest.raises(SystemExit):
     run_cli(lambda: evaluate.main(["--workdir", str(tmp_path / "none")]))
   assert "is not a ferjax run" in capsys.readouterr().err
+
+
+def test_bad_arguments_get_messages_before_any_work(tmp_path, capsys):
+  (tmp_path / "file").write_text("x")
+  cases = [(["--workdir", str(tmp_path / "file")], "is a file, not a folder"),
+           (["--seed", "-1"], "--seed must be between 0"),
+           (["--seed", "18446744073709551616"], "--seed must be between 0"),
+           (["--lr", "inf"], "--lr must be a positive number"),
+           (["--lr", "nan"], "--lr must be a positive number")]
+  for args, message in cases:
+    with pytest.raises(SystemExit) as e:
+      run_cli(lambda args=args: train.main(["--variant", "tiny", "--data",
+                                            str(tmp_path / "no"), *args]))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err, err
 
 
 def test_help_lists_variants(capsys):
