@@ -84,7 +84,7 @@ class CenterFace:
                nms_iou: float = 0.3, min_size: float = 8.0, threads: int | None = None):
     import onnxruntime as ort
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3  # the model's stale initializers warn otherwise
+    opts.log_severity_level = 3  # only errors
     # Idle threads sleep rather than spin: beside the classifier's session, spinning
     # threads took the cores from each other (a video frame 87 -> 50 ms without them).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
