@@ -22,6 +22,11 @@ import resource
 import statistics
 import time
 
+from ferjax.errors import require_extra
+
+if __name__ == "__main__":  # name the extra to install before its imports fail
+  require_extra("train", what="python -m ferjax.bench", command=True)
+
 import jax
 import jax.numpy as jnp
 import numpy as np

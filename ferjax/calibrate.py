@@ -20,6 +20,11 @@ import dataclasses
 import json
 import sys
 
+from ferjax.errors import require_extra
+
+if __name__ == "__main__":  # name the extra to install before its imports fail
+  require_extra("train", what="python -m ferjax.calibrate", command=True)
+
 from ferjax import calibration as cal
 from ferjax import cli, evaluate, export, inference, malloc
 from ferjax.errors import ConfigError, run_cli

@@ -20,6 +20,11 @@ import argparse
 import dataclasses
 import json
 
+from ferjax.errors import require_extra
+
+if __name__ == "__main__":  # name the extra to install before its imports fail
+  require_extra("train", what="python -m ferjax.evaluate", command=True)
+
 from ferjax import calibration, cli, inference, input_pipeline, malloc, report
 from ferjax.configs import DTYPES, load_run_config
 from ferjax.errors import ConfigError, run_cli

@@ -23,6 +23,11 @@ import json
 import os
 from pathlib import Path
 
+from ferjax.errors import require_extra
+
+if __name__ == "__main__":  # name the extra to install before its imports fail
+  require_extra("jax", what="python -m ferjax.export", command=True)
+
 from ferjax import cli, configs, inference
 from ferjax.errors import ConfigError, FerjaxError, describe_os_error, run_cli
 

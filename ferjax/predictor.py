@@ -24,7 +24,7 @@ from PIL import Image
 from ferjax import faces as faces_lib
 from ferjax import images as images_lib
 from ferjax import quality
-from ferjax.errors import FerjaxError
+from ferjax.errors import FerjaxError, require_extra
 
 # Images whose longer side is at most this are taken to be face crops already.
 WHOLE_MAX_SIDE = 96
@@ -51,6 +51,10 @@ def load_classifier(*, workdir=None, weights=None, backend: str = DEFAULT_BACKEN
     raise FerjaxError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
   if weights is not None and Path(weights).suffix.lower() == ".onnx":
     backend = "onnx"
+  if workdir is not None:  # a run's checkpoint: orbax and the training stack
+    require_extra("train", what="--workdir")
+  elif backend == "jax":
+    require_extra("jax", what="--backend jax")
   if backend == "onnx":
     from ferjax.onnx_runtime import OnnxClassifier
     if workdir is not None:

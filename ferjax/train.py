@@ -20,6 +20,11 @@ import sys
 import time
 from pathlib import Path
 
+from ferjax.errors import require_extra
+
+if __name__ == "__main__":  # name the extra to install before its imports fail
+  require_extra("train", what="python -m ferjax.train", command=True)
+
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh

@@ -108,6 +108,23 @@ def test_the_jax_backend_without_jax_names_its_extra(photo):
   _assert_names_the_extra(res, "jax")
 
 
+@pytest.mark.parametrize("command,hide,extra", [
+    ("train", ("optax", "orbax"), "train"), ("evaluate", ("orbax",), "train"),
+    ("calibrate", ("tensorflow_datasets",), "train"), ("bench", ("optax",), "train"),
+    ("export", ("jax", "flax"), "jax")])
+def test_each_command_without_its_extra_names_it(command, hide, extra):
+  res = _python(f"import runpy\nrunpy.run_module('ferjax.{command}', "
+                "run_name='__main__')\n", hide=hide)
+  _assert_names_the_extra(res, extra)
+
+
+def test_a_workdir_without_the_training_extra_names_it(photo, tmp_path):
+  res = _python("from ferjax.errors import run_cli\nfrom ferjax import predict\n"
+                f"run_cli(lambda: predict.main([{str(photo)!r}, '--workdir', "
+                f"{str(tmp_path)!r}]))\n", hide=("orbax",))
+  _assert_names_the_extra(res, "train")
+
+
 def test_require_extra_for_a_command_exits_with_the_message():
   """What a command module (train, evaluate, ...) calls before its own imports."""
   res = _python("from ferjax.errors import require_extra\n"
