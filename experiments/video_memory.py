@@ -21,29 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
-
-def make_video(path: Path, seconds: float, size=(640, 480), fps: int = 30) -> None:
-  """Two faces walking to and fro (a 20-second lap), so that every minute looks alike."""
-  import imageio_ffmpeg
-  from skimage import data
-  w, h = size
-  side = h // 3
-  face = Image.fromarray(data.astronaut()).crop((150, 30, 300, 210)).resize(
-      (side, round(side * 1.2)))
-  writer = imageio_ffmpeg.write_frames(str(path), size, fps=fps, macro_block_size=1)
-  writer.send(None)
-  lap = 20 * fps
-  for k in range(int(seconds * fps)):
-    u = (k % lap) / lap
-    x = int((w - side) * (2 * u if u < 0.5 else 2 - 2 * u))
-    canvas = Image.new("RGB", size, (80, 80, 80))
-    canvas.paste(face, (x, h // 10))
-    canvas.paste(face, (w - side - x, h // 2))
-    writer.send(np.asarray(canvas).tobytes())
-  writer.close()
+from ferjax.videobench import make_video
 
 
 def rss_mib(pid: int) -> float | None:
@@ -109,7 +87,7 @@ def main() -> None:
   with tempfile.TemporaryDirectory() as tmp:
     for seconds in (60, 600):
       video = Path(tmp) / f"walk{seconds}.mp4"
-      make_video(video, seconds)
+      make_video(video, (640, 480), seconds, lap_s=20.0)
       out["runs"].append(run(video, seconds))
       print(json.dumps({k: v for k, v in out["runs"][-1].items() if k != "samples"}),
             file=sys.stderr)
