@@ -2,7 +2,7 @@
 file, or the model that ships with ferjax.
 
     python -m ferjax.evaluate (--workdir DIR | --weights FILE | --pretrained)
-                              --data PATH [--split test] [--dtype bfloat16] [--json]
+                              --data PATH [--split public_test] [--dtype bfloat16] [--json]
 
 Splits: test (the whole test/ folder, or both csv test halves), public_test and
 private_test (the csv's halves, or the files of test/ named PublicTest_* and
@@ -27,7 +27,7 @@ if __name__ == "__main__":  # name the extra to install before its imports fail
 
 from ferjax import calibration, cli, inference, input_pipeline, malloc, report
 from ferjax.configs import DTYPES, load_run_config
-from ferjax.errors import ConfigError, run_cli
+from ferjax.errors import ConfigError, DataError, run_cli
 
 SPLITS = ("test", "public_test", "private_test", "validation", "train")
 
@@ -67,16 +67,25 @@ def load_split(split: str, *, num_classes: int, data=None, data_dir=None,
 
 
 def evaluate(*, workdir=None, weights=None, pretrained: bool = False, data=None,
-             data_dir=None, split: str = "test", dtype: str | None = None,
+             data_dir=None, split: str | None = None, dtype: str | None = None,
              tta: bool = True) -> dict:
   """Accuracy without and (if `tta`) with TTA, per-class recall and confusion matrix
-  on `split`, predicted in `dtype` (default: the model's own)."""
-  if split not in SPLITS:
+  on `split`, predicted in `dtype` (default: the model's own). No `split`: PublicTest
+  where the source tells the two halves of test/ apart, else all of test/."""
+  if split is not None and split not in SPLITS:
     raise ConfigError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
   clf = load_classifier(workdir=workdir, weights=weights, pretrained=pretrained,
                         dtype=dtype)
-  data_split = load_split(split, num_classes=clf.info.num_classes, data=data,
-                          data_dir=data_dir, **data_cut(clf, workdir))
+  if split is None:
+    found = input_pipeline.load_test_split(data, num_classes=clf.info.num_classes,
+                                           data_dir=data_dir)
+    if found is None:
+      raise DataError(f"'{data}' has no test images (test/<class>/*.jpg, or the csv's "
+                      "PublicTest/PrivateTest rows); choose another --split.")
+    split, data_split = found
+  else:
+    data_split = load_split(split, num_classes=clf.info.num_classes, data=data,
+                            data_dir=data_dir, **data_cut(clf, workdir))
   labels = data_split.labels
   predictor = inference.SplitPredictor(input_size=clf.info.input_size)
   out, probs = {}, {}
@@ -114,10 +123,11 @@ def main(argv=None) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   cli.add_model_flags(p)
   cli.add_data_flags(p)
-  p.add_argument("--split", default="test", choices=SPLITS,
+  p.add_argument("--split", default=None, choices=SPLITS,
                  help="test: all of test/ (Kaggle's has both halves); public_test, "
                  "private_test: one half (the README's test figures are public_test); "
-                 "validation, train: the run's own cut of train/ (default: test)")
+                 "validation, train: the run's own cut of train/ (default: public_test "
+                 "where the source tells test/'s halves apart, else test)")
   cli.add_dtype_flag(p, help="compute dtype to predict in (default: the run's training "
                      "dtype)")
   p.add_argument("--no-tta", action="store_true",

@@ -150,6 +150,19 @@ def load_fer2013(data: str | os.PathLike | None, *, splits: tuple[str, ...],
   return out
 
 
+def load_test_split(data, *, num_classes: int = 6, data_dir: str | None = None
+                    ) -> tuple[str, Split] | None:
+  """The split that a figure called "test" is measured on, and its name: PublicTest
+  where the source tells test's two halves apart (the csv's Usage, or Kaggle's files
+  named PublicTest_*), else all of test/; None where the source has no test images."""
+  loaded = load_fer2013(data, splits=("public_test", "test"), num_classes=num_classes,
+                        data_dir=data_dir, required=())
+  for name in ("public_test", "test"):
+    if name in loaded and len(loaded[name]):
+      return name, loaded[name]
+  return None
+
+
 def _quiet_absl() -> None:
   # TFDS suggests OpenCV on every read; PIL is what we use, on purpose.
   import logging

@@ -46,17 +46,21 @@ EXIT_INTERRUPTED = 3
 
 @dataclasses.dataclass
 class Data:
-  """A run's splits: train and validation (cut from train/), and test where present."""
+  """A run's splits: train and validation (cut from train/), and test where present
+  (PublicTest where the source tells test's halves apart: `test_name`)."""
   train: input_pipeline.Split
   val: input_pipeline.Split
   test: input_pipeline.Split | None
+  test_name: str = "test"
 
 
 def prepare_data(config: Config, *, data=None, data_dir=None) -> Data:
   """Loads train (and test, if present), cuts validation, applies --train-limit."""
-  loaded = input_pipeline.load_fer2013(data, splits=("train", "test"),
+  loaded = input_pipeline.load_fer2013(data, splits=("train",),
                                        num_classes=config.num_classes,
                                        data_dir=data_dir, required=("train",))
+  test = input_pipeline.load_test_split(data, num_classes=config.num_classes,
+                                        data_dir=data_dir)
   train, val = input_pipeline.cut_validation(
       loaded["train"], fraction=config.val_fraction, seed=config.val_seed,
       train_limit=config.train_limit)
@@ -64,7 +68,8 @@ def prepare_data(config: Config, *, data=None, data_dir=None) -> Data:
     raise DataError(f"Only {len(train)} training images after the validation cut, fewer "
                     f"than one batch of {config.batch_size}: lower --batch-size or add "
                     "data.")
-  return Data(train=train, val=val, test=loaded.get("test"))
+  test_name, test = test or ("test", None)
+  return Data(train=train, val=val, test=test, test_name=test_name)
 
 
 def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, data=None,

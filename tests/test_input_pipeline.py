@@ -59,3 +59,27 @@ def test_prefetcher_keeps_order_and_reraises():
   assert next(it) == 1
   with pytest.raises(RuntimeError, match="boom"):
     next(it)
+
+
+def test_the_test_figure_is_public_test_where_the_source_tells_the_halves_apart(
+    tmp_path, tfds_dir):
+  """Training reports and `evaluate` measure "test" on PublicTest where the source
+  names its halves (Kaggle's files, the csv's Usage), else on all of test/."""
+  import zipfile
+
+  from conftest import make_images, png_bytes, write_zip
+  from ferjax.classes import CLASSES_7
+  x, y = make_images(3, seed=11)
+  both = tmp_path / "both.zip"
+  unnamed = tmp_path / "unnamed.zip"
+  with zipfile.ZipFile(both, "w") as a, zipfile.ZipFile(unnamed, "w") as b:
+    for i, (img, lab) in enumerate(zip(x, y)):
+      half = ("PublicTest", "PrivateTest")[i % 2]
+      a.writestr(f"test/{CLASSES_7[lab]}/{half}_{i:05d}.png", png_bytes(img))
+      b.writestr(f"test/{CLASSES_7[lab]}/face{i:05d}.png", png_bytes(img))
+  name, split = ip.load_test_split(both, num_classes=7, data_dir=tfds_dir)
+  assert name == "public_test" and len(split) == (len(y) + 1) // 2
+  name, split = ip.load_test_split(unnamed, num_classes=7, data_dir=tfds_dir)
+  assert name == "test" and len(split) == len(y)
+  only_train = write_zip(tmp_path / "train_only.zip", {"train": make_images(2, seed=3)})
+  assert ip.load_test_split(only_train, data_dir=tfds_dir) is None
