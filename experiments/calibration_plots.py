@@ -30,7 +30,8 @@ def split_logits(clf, split, data, cache: Path | None):
     return f["z1"], f["zt"], f["y"]
   s = evaluate.load_split(split, num_classes=clf.info.num_classes, data=data,
                           **evaluate.data_cut(clf))
-  z1, zt = clf.logits(s.images), clf.logits(s.images, tta=True)
+  predictor = inference.SplitPredictor(input_size=clf.info.input_size)
+  z1, zt = predictor.logits(clf.state, s), predictor.logits(clf.state, s, tta=True)
   if path is not None:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, z1=z1, zt=zt, y=s.labels)

@@ -32,10 +32,13 @@ from ferjax.errors import ConfigError, run_cli
 DEFAULT_TARGET = cal.DEFAULT_TARGET
 
 
-def fit_calibration(clf: inference.Classifier, images, labels, *,
-                    vector: bool = True, target: float = DEFAULT_TARGET) -> dict:
-  """The calibration entry of a ModelInfo, fitted on (images, labels)."""
-  return cal.fit_entry(clf.logits(images), clf.logits(images, tta=True), labels,
+def fit_calibration(clf: inference.Classifier, split, *, vector: bool = True,
+                    target: float = DEFAULT_TARGET) -> dict:
+  """The calibration entry of a ModelInfo, fitted on `split` (an input_pipeline.Split),
+  classified the way a training run's report classifies its validation split."""
+  predictor = inference.SplitPredictor(input_size=clf.info.input_size)
+  return cal.fit_entry(predictor.logits(clf.state, split),
+                       predictor.logits(clf.state, split, tta=True), split.labels,
                        vector=vector, target=target)
 
 
@@ -51,7 +54,7 @@ def calibrate(*, workdir=None, weights=None, pretrained: bool = False, out,
   cut = evaluate.data_cut(clf, workdir)
   val = evaluate.load_split("validation", num_classes=clf.info.num_classes, data=data,
                             data_dir=data_dir, **cut)
-  entry = fit_calibration(clf, val.images, val.labels, vector=vector, target=target)
+  entry = fit_calibration(clf, val, vector=vector, target=target)
   info = dataclasses.replace(clf.info, calibration=entry,
                              source={**clf.info.source, **cut})
   export.write_weights(out, info=info, params=clf.state.params,
