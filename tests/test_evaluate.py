@@ -1,16 +1,13 @@
-"""ferjax.evaluate: a run, its exported file and the shipped model, on any split; and
-the one classifier of whole splits that it shares with training and bench
-(`inference.SplitPredictor`)."""
+"""ferjax.evaluate: a run, its exported file and the shipped model, on any split."""
 
 import dataclasses
 import json
-from types import SimpleNamespace
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ferjax import configs, evaluate, inference, input_pipeline, train
+from ferjax import configs, evaluate, input_pipeline, train
 from ferjax.errors import ConfigError, run_cli
 
 
@@ -87,28 +84,3 @@ def test_evaluate_a_run_as_its_report_did_and_in_bfloat16(tmp_path, toy_zip, tfd
   assert json.loads(capsys.readouterr().out)["dtype"] == "bfloat16"
   with pytest.raises(ConfigError, match="unknown dtype 'float16'; choose one of float32"):
     evaluate.load_classifier(workdir=tmp_path, dtype="float16")
-
-
-def test_a_split_is_classified_as_the_classifier_classifies_its_crops(tiny_weights):
-  clf = inference.Classifier.load(tiny_weights)
-  rng = np.random.default_rng(0)
-  # 300 images: a full batch of 256 and a padded one.
-  split = input_pipeline.Split(rng.integers(0, 256, (300, 48, 48), np.uint8),
-                               rng.integers(0, 6, 300).astype(np.int32))
-  predictor = inference.SplitPredictor(input_size=clf.info.input_size)
-  for tta in (False, True):
-    np.testing.assert_allclose(predictor.logits(clf.state, split, tta=tta),
-                               clf.logits(split.images, tta=tta), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(predictor.probs(clf.state, split, tta=tta),
-                               clf.classify(split.images, tta=tta, calibrated=False),
-                               rtol=1e-4, atol=1e-6)
-  assert predictor.logits(clf.state, split, tta=True).shape == (10, 300, 6)
-  assert all(step._cache_size() == 1 for step in predictor.steps.values())
-  empty = split.take(np.arange(0))
-  assert predictor.probs(clf.state, empty).shape[0] == 0
-
-
-def test_eval_batch_divides_over_any_device_count():
-  for n in range(1, 9):
-    b = inference.eval_batch_size(SimpleNamespace(devices=np.empty(n)))
-    assert b % n == 0 and 256 <= b < 256 + n

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import zipfile
 
 import numpy as np
@@ -290,3 +291,12 @@ def test_builder_on_its_dummy_data(tmp_path):
   assert source[0]["image"].shape == (48, 48, 1)
   assert "tensorflow" not in sys.modules
   assert (dummy.parent / "README.md").is_file() and (dummy.parent / "CITATIONS.bib").is_file()
+
+
+def test_16bit_training_images_are_scaled_not_clipped():
+  face = make_images(1, seed=0)[0][0]
+  buf = io.BytesIO()
+  Image.fromarray(face.astype(np.uint16) * 257).save(buf, format="PNG")
+  got, converted = sources.decode_image(buf.getvalue(), where="x.png")
+  assert converted
+  np.testing.assert_array_equal(got, face)

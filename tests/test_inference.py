@@ -1,14 +1,23 @@
-"""ferjax.inference: weights files, the bucketed classifier, the shipped model."""
+"""ferjax.inference: the predict step, weights files, the bucketed classifier, the
+classifier of whole splits (`SplitPredictor`), the shipped model."""
 
+import dataclasses
 import json
 import sys
 import zipfile
+from types import SimpleNamespace
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ferjax import inference
+from ferjax import configs, inference, input_pipeline
+from ferjax import state as state_lib
 from ferjax.classes import CLASSES_6
+
+# A freshly initialised tiny network (7 classes) for the predict step's tests.
+PREDICT_CONFIG = dataclasses.replace(configs.tiny(), num_classes=7)
 
 
 def _crops(n, seed=0):
@@ -126,3 +135,57 @@ def test_random_bytes_and_unreadable_weight_files_say_what_they_are(tmp_path,
   monkeypatch.setattr(inference.np, "load", denied)  # as for a file mode 000 (not root)
   with pytest.raises(inference.WeightsError, match="permission denied"):
     inference.Classifier.load(tmp_path / "ok.npz")
+
+
+def test_tta_prediction_is_the_mean_over_the_views():
+  from ferjax import augment
+  mesh = state_lib.make_mesh()
+  state = state_lib.init_state(PREDICT_CONFIG, mesh=mesh, steps_per_epoch=1)
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (4, 48, 48), np.uint8))
+  got = inference.predict_step(state, images, tta=True)
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  views = augment.tta_views(images.astype(jnp.float32) / 255.0)
+  want = jnp.mean(jnp.stack([jax.nn.softmax(state.apply_fn(variables, v[..., None],
+                                                           train=False))
+                             for v in views]), axis=0)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_prediction_in_passes_equals_one_pass_over_the_batch():
+  mesh = state_lib.make_mesh()
+  state = state_lib.init_state(PREDICT_CONFIG, mesh=mesh, steps_per_epoch=1)
+  # 37 images: not a multiple of the pass size, so the last pass is padded.
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (37, 48, 48), np.uint8))
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  want = jax.nn.softmax(state.apply_fn(variables, images[..., None] / 255.0, train=False))
+  np.testing.assert_allclose(inference.predict_step(state, images, tta=False), want,
+                             rtol=1e-5, atol=1e-6)
+  # Pass j holds images j, j + B/n, ...; the output goes back in the input's order.
+  x = images.astype(jnp.float32)
+  got = inference._apply_in_chunks(lambda x: x[:, 0, 0] * 2, x, 4)
+  np.testing.assert_array_equal(got, x[:, 0, 0] * 2)
+
+
+def test_a_split_is_classified_as_the_classifier_classifies_its_crops(tiny_weights):
+  clf = inference.Classifier.load(tiny_weights)
+  rng = np.random.default_rng(0)
+  # 300 images: a full batch of 256 and a padded one.
+  split = input_pipeline.Split(rng.integers(0, 256, (300, 48, 48), np.uint8),
+                               rng.integers(0, 6, 300).astype(np.int32))
+  predictor = inference.SplitPredictor(input_size=clf.info.input_size)
+  for tta in (False, True):
+    np.testing.assert_allclose(predictor.logits(clf.state, split, tta=tta),
+                               clf.logits(split.images, tta=tta), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(predictor.probs(clf.state, split, tta=tta),
+                               clf.classify(split.images, tta=tta, calibrated=False),
+                               rtol=1e-4, atol=1e-6)
+  assert predictor.logits(clf.state, split, tta=True).shape == (10, 300, 6)
+  assert all(step._cache_size() == 1 for step in predictor.steps.values())
+  empty = split.take(np.arange(0))
+  assert predictor.probs(clf.state, empty).shape[0] == 0
+
+
+def test_eval_batch_divides_over_any_device_count():
+  for n in range(1, 9):
+    b = inference.eval_batch_size(SimpleNamespace(devices=np.empty(n)))
+    assert b % n == 0 and 256 <= b < 256 + n

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ferjax import checkpointing, configs, evaluate, inference, train
+from ferjax import checkpointing, configs, evaluate, train
 from ferjax import state as state_lib
 from ferjax import steps as steps_lib
 from ferjax import workdir as workdir_lib
@@ -242,32 +242,3 @@ def test_sigint_saves_a_checkpoint_and_the_run_resumes(tmp_path, toy_zip, tfds_d
   # Interrupted beyond epoch 3? Then there is nothing left to train: it reports at once.
   assert out.returncode == 0, out.stderr
   assert "report in" in out.stderr and (workdir / "report.json").exists()
-
-
-def test_tta_prediction_is_the_mean_over_the_views():
-  from ferjax import augment
-  mesh = state_lib.make_mesh()
-  state = state_lib.init_state(TINY, mesh=mesh, steps_per_epoch=1)
-  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (4, 48, 48), np.uint8))
-  got = inference.predict_step(state, images, tta=True)
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
-  views = augment.tta_views(images.astype(jnp.float32) / 255.0)
-  want = jnp.mean(jnp.stack([jax.nn.softmax(state.apply_fn(variables, v[..., None],
-                                                           train=False))
-                             for v in views]), axis=0)
-  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-
-
-def test_cpu_prediction_in_passes_equals_one_pass_over_the_batch():
-  mesh = state_lib.make_mesh()
-  state = state_lib.init_state(TINY, mesh=mesh, steps_per_epoch=1)
-  # 37 images: not a multiple of the pass size, so the last pass is padded.
-  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (37, 48, 48), np.uint8))
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
-  want = jax.nn.softmax(state.apply_fn(variables, images[..., None] / 255.0, train=False))
-  np.testing.assert_allclose(inference.predict_step(state, images, tta=False), want,
-                             rtol=1e-5, atol=1e-6)
-  # Pass j holds images j, j + B/n, ...; the output goes back in the input's order.
-  x = images.astype(jnp.float32)
-  got = inference._apply_in_chunks(lambda x: x[:, 0, 0] * 2, x, 4)
-  np.testing.assert_array_equal(got, x[:, 0, 0] * 2)

@@ -108,17 +108,3 @@ def test_loop_state_tracks_the_best_epoch_and_survives_json(monitor, values, bes
   assert loop.epoch == 4 and loop.best_epoch == best_epoch
   saved = json.loads(json.dumps(loop.to_json()))
   assert LoopState.from_json({**saved, "from_a_later_version": 1}) == loop
-
-
-def test_16bit_training_images_are_scaled_not_clipped():
-  import io
-
-  from PIL import Image
-
-  from ferjax.datasets.fer2013 import sources
-  face = make_images(1, seed=0)[0][0]
-  buf = io.BytesIO()
-  Image.fromarray(face.astype(np.uint16) * 257).save(buf, format="PNG")
-  got, converted = sources.decode_image(buf.getvalue(), where="x.png")
-  assert converted
-  np.testing.assert_array_equal(got, face)
