@@ -6,8 +6,8 @@ For each convolution of the augmented network (VGG 64-128-256-512 on 48x48, the 
 layer aside), GFLOP/s (direct-convolution FLOPs, so "effective" for Winograd) of the
 Winograd forward pass and of its kernel gradient, with 2x2 (F2) and 4x4 (F4) output
 tiles, for several chunk budgets (MB of transformed input tiles per chunk:
-ops.WINOGRAD_BYTES for the forward pass and the input gradient,
-ops.WINOGRAD_GRAD_BYTES for the kernel gradient), with XLA's forward convolution and
+`ops.ConvTuning`'s winograd_mb for the forward pass and the input gradient,
+winograd_grad_mb for the kernel gradient), with XLA's forward convolution and
 the chunked kernel gradient (`ops._kernel_grad`) for reference.
 """
 
@@ -35,13 +35,13 @@ def main():
     flops = 2 * b * h * h * 9 * ci * co
     rate = lambda f, *a, flops=flops: f"{flops / best_time(jax.jit(f), *a) / 1e9:5.0f}"
     fwd = [f"xla {rate(conv_xla, x, k)}"]
-    grad = [f"chunked {rate(lambda x, g, k=k: ops._kernel_grad(x, g, k, PAD), x, g)}"]
+    chunked = lambda x, g, k=k: ops._kernel_grad(x, g, k, PAD, ops.DEFAULT_TUNING)
+    grad = [f"chunked {rate(chunked, x, g)}"]
     for m in (2, 4):
       for mb in BUDGETS_MB:
-        ops.WINOGRAD_BYTES = ops.WINOGRAD_GRAD_BYTES = mb * 2**20
-        # A fresh function per budget: the budget is read when the function is traced.
-        forward = lambda x, k, m=m: ops._winograd_forward(x, k, PAD, m)
-        kernel_grad = lambda x, g, k=k, m=m: ops._winograd_kernel_grad(x, g, k, PAD, m)
+        t = ops.ConvTuning(winograd_mb=mb, winograd_grad_mb=mb)
+        forward = lambda x, k, m=m, t=t: ops._winograd_forward(x, k, PAD, t, m)
+        kernel_grad = lambda x, g, k=k, m=m, t=t: ops._winograd_kernel_grad(x, g, k, PAD, t, m)
         fwd.append(f"F{m} {mb}MB {rate(forward, x, k)}")
         grad.append(f"F{m} {mb}MB {rate(kernel_grad, x, g)}")
     print(f"{h:2d}x{h:<2d} {ci:3d}->{co:3d} forward:  " + " | ".join(fwd))

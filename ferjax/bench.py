@@ -171,8 +171,9 @@ def run(config: configs.Config, *, steps: int, repeats: int, warmup: int = 1,
       "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cpus",
       "jax": jax.__version__,
       "allocator": malloc.current(),
-      "winograd_mb": [ops.WINOGRAD_BYTES / 2**20, ops.WINOGRAD_GRAD_BYTES / 2**20,
-                      ops.WINOGRAD_WHOLE_BYTES / 2**20],
+      "winograd_mb": [config.conv_tuning.winograd_mb, config.conv_tuning.winograd_grad_mb,
+                      config.conv_tuning.winograd_whole_mb],
+      "conv_tuning": dataclasses.asdict(config.conv_tuning),
       "train_images_per_second": _spread(rates),
       "eval_images_per_second": _spread(eval_rates["eval"]),
       "eval_tta_images_per_second": _spread(eval_rates["eval_tta"]),
@@ -265,8 +266,9 @@ def main(argv=None) -> None:
   p.add_argument("--winograd-mb", metavar="FORWARD,GRAD[,WHOLE]",
                  help="chunk budgets of the CPU's Winograd convolutions in MB, and the "
                  "size under which a layer's whole batch is one chunk (default "
-                 f"{ops.WINOGRAD_BYTES / 2**20:g},{ops.WINOGRAD_GRAD_BYTES / 2**20:g},"
-                 f"{ops.WINOGRAD_WHOLE_BYTES / 2**20:g}), for tuning")
+                 f"{ops.DEFAULT_TUNING.winograd_mb:g},{ops.DEFAULT_TUNING.winograd_grad_mb:g},"
+                 f"{ops.DEFAULT_TUNING.winograd_whole_mb:g}), for tuning: short for "
+                 "--set conv_tuning.winograd_mb=... (and _grad_mb, _whole_mb)")
   p.add_argument("--predict", action="store_true",
                  help="benchmark inference instead: classifier crops/s, detection and "
                  "end-to-end latency of a 640x480 photo, video frames/s (the shipped "
@@ -283,23 +285,24 @@ def main(argv=None) -> None:
     return
   if min(args.steps, args.repeats) < 1 or args.warmup < 0:
     p.error("--steps and --repeats must be at least 1, --warmup at least 0")
+  tuning = []  # --winograd-mb as config fields, checked by the Config
   if args.winograd_mb:
-    try:
+    try:  # numbers here; their values are the Config's to check
       sizes = [float(v) for v in args.winograd_mb.split(",")]
-      if len(sizes) not in (2, 3) or min(sizes) < 0:
-        raise ValueError
     except ValueError:
+      sizes = []
+    if len(sizes) not in (2, 3):
       p.error(f"--winograd-mb {args.winograd_mb}: give two or three sizes in MB, "
               "e.g. 10,5 or 10,5,80")
-    names = ("WINOGRAD_BYTES", "WINOGRAD_GRAD_BYTES", "WINOGRAD_WHOLE_BYTES")
-    for name, mb in zip(names, sizes):
-      setattr(ops, name, int(mb * 2**20))
+    names = ("winograd_mb", "winograd_grad_mb", "winograd_whole_mb")
+    tuning = [f"conv_tuning.{name}={mb}" for name, mb in zip(names, sizes)]
   config = configs.get_config(args.variant)
   overrides = {k: v for k, v in (("batch_size", args.batch_size), ("dtype", args.dtype),
                                  ("model", args.model)) if v is not None}
   if args.no_augment:
     overrides["augment"] = NO_AUGMENT
-  config = configs.with_overrides(dataclasses.replace(config, **overrides), args.set)
+  config = configs.with_overrides(dataclasses.replace(config, **overrides),
+                                  [*tuning, *args.set])
   out = run(config, steps=args.steps, repeats=args.repeats, warmup=args.warmup,
             eval_dtype=args.eval_dtype)
   if args.json:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ferjax.augment import NO_AUGMENT, AugmentConfig
 from ferjax.errors import ConfigError
+from ferjax.ops import DEFAULT_TUNING, ConvTuning
 
 # Compute dtypes (bfloat16: mixed precision, float32 parameters).
 DTYPES = ("float32", "bfloat16")
@@ -28,6 +29,8 @@ CONV_IMPLS = ("auto", "xla", "im2col", "chunked", "winograd")
 CHOICES = {"optimizer": ("adam", "adamw", "sgd"), "schedule": ("constant", "cosine"),
            "monitor": ("val_loss", "val_accuracy"), "dtype": DTYPES,
            "conv_impl": CONV_IMPLS}
+# The config's nested dataclasses, set field by field as '<name>.<field>'.
+NESTED = {"augment": AugmentConfig, "conv_tuning": ConvTuning}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +62,9 @@ class Config:
   # How the convolutions are computed (CONV_IMPLS): the same parameters and, to
   # float rounding, the same outputs; only speed differs (docs/performance.md).
   conv_impl: str = "auto"
+  # The CPU kernels' memory budgets (ferjax.ops.ConvTuning): they change what is
+  # compiled, not what is computed; tuned with `python -m ferjax.bench`.
+  conv_tuning: ConvTuning = DEFAULT_TUNING
 
   def __post_init__(self):
     for name, allowed in CHOICES.items():
@@ -93,24 +99,27 @@ class Config:
     if self.model not in MODELS:
       raise ConfigError(f"model must be one of {', '.join(MODELS)}; got '{self.model}'")
     _check_augment(self.augment)
+    _check_conv_tuning(self.conv_tuning)
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
   @classmethod
   def from_dict(cls, d: dict) -> Config:
-    """A Config from its JSON form; unknown keys are refused, missing ones default."""
+    """A Config from its JSON form; unknown keys are refused, missing ones (a nested
+    config's too, or the whole of one) default: a config.json written before a field
+    existed reads as that field's default."""
     d = dict(d)
-    aug = dict(d.pop("augment", {}))
-    if "erase_area" in aug:
-      aug["erase_area"] = tuple(aug["erase_area"])
+    nested = {name: dict(d.pop(name, {})) for name in NESTED}
+    if "erase_area" in nested["augment"]:
+      nested["augment"]["erase_area"] = tuple(nested["augment"]["erase_area"])
     unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)}) + sorted(
-        f"augment.{k}" for k in set(aug) - {f.name for f in
-                                            dataclasses.fields(AugmentConfig)})
+        f"{name}.{k}" for name, kind in NESTED.items()
+        for k in set(nested[name]) - {f.name for f in dataclasses.fields(kind)})
     if unknown:
       raise ConfigError(f"unknown config keys: {', '.join(unknown)} (known: "
                         f"{', '.join(sorted(field_types()))})")
-    return cls(augment=AugmentConfig(**aug), **d)
+    return cls(**{name: NESTED[name](**nested[name]) for name in NESTED}, **d)
 
 
 CONFIG_FILE = "config.json"
@@ -173,13 +182,28 @@ def _check_augment(a: AugmentConfig) -> None:
                       f"0 < MIN <= MAX <= 1; got {a.erase_area}")
 
 
+def _check_conv_tuning(t: ConvTuning) -> None:
+  if not isinstance(t, ConvTuning):
+    raise ConfigError(f"conv_tuning must be a ferjax.ops.ConvTuning; got {t!r}")
+  for f in dataclasses.fields(t):
+    value = getattr(t, f.name)
+    if f.name == "winograd_whole_mb":
+      if not (value >= 0 and math.isfinite(value)):
+        raise ConfigError(f"conv_tuning.{f.name} must be at least 0 MB (0: never one "
+                          f"chunk for the whole batch); got {value}")
+    elif not (value > 0 and math.isfinite(value)):
+      raise ConfigError(f"conv_tuning.{f.name} must be a positive number of MB; got "
+                        f"{value}")
+
+
 def field_types() -> dict[str, type]:
-  """Every settable field ('augment.x' for augmentation) and its type."""
+  """Every settable field ('augment.x', 'conv_tuning.x' for the nested ones) and its
+  type."""
   hints = typing.get_type_hints(Config)
-  out = {f.name: hints[f.name] for f in dataclasses.fields(Config) if f.name != "augment"}
-  aug = typing.get_type_hints(AugmentConfig)
-  out.update({f"augment.{f.name}": aug[f.name]
-              for f in dataclasses.fields(AugmentConfig)})
+  out = {f.name: hints[f.name] for f in dataclasses.fields(Config) if f.name not in NESTED}
+  for name, kind in NESTED.items():
+    sub = typing.get_type_hints(kind)
+    out.update({f"{name}.{f.name}": sub[f.name] for f in dataclasses.fields(kind)})
   return out
 
 
@@ -204,7 +228,7 @@ def _parse(text: str, kind) -> object:
 def with_overrides(config: Config, assignments: Sequence[str]) -> Config:
   """`config` with each 'key=value' applied ('augment.max_rotation=15'), checked."""
   types = field_types()
-  top, aug = {}, {}
+  top, nested = {}, {name: {} for name in NESTED}
   for item in assignments:
     key, sep, value = item.partition("=")
     key = key.strip()
@@ -215,12 +239,14 @@ def with_overrides(config: Config, assignments: Sequence[str]) -> Config:
       parsed = _parse(value.strip(), types[key])
     except (TypeError, ValueError) as e:
       raise ConfigError(f"--set {item}: {e}") from None
-    if key.startswith("augment."):
-      aug[key.split(".", 1)[1]] = parsed
+    name, dot, sub = key.partition(".")
+    if dot:
+      nested[name][sub] = parsed
     else:
       top[key] = parsed
-  if aug:
-    top["augment"] = dataclasses.replace(config.augment, **aug)
+  for name, values in nested.items():
+    if values:
+      top[name] = dataclasses.replace(getattr(config, name), **values)
   return dataclasses.replace(config, **top)
 
 

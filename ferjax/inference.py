@@ -29,7 +29,7 @@ from flax import traverse_util
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ferjax import augment as augment_lib
-from ferjax import input_pipeline, models
+from ferjax import input_pipeline, models, ops
 from ferjax.modelfile import (  # noqa: F401 - re-exported: inference.ModelInfo, ...
     PRETRAINED,
     WEIGHTS_FORMAT,
@@ -123,15 +123,18 @@ class Classifier:
 
   `classify(crops)` takes uint8 [N, 48, 48] and returns probabilities [N, C] in the
   order of `classes`. Crops go through the network in fixed bucket sizes (BUCKETS), so
-  any count reuses a handful of compiled functions.
+  any count reuses a handful of compiled functions. `conv_tuning` sizes the CPU
+  kernels' chunks (`ferjax.ops.ConvTuning`).
   """
 
-  def __init__(self, info: ModelInfo, params, batch_stats):
+  def __init__(self, info: ModelInfo, params, batch_stats, *,
+               conv_tuning: ops.ConvTuning = ops.DEFAULT_TUNING):
     self.info = info
     self.classes = info.classes
     self.calibrated = bool(info.calibration)
     self._scaling = {tta: info.scaling(tta).arrays() for tta in (False, True)}
-    net = models.create_model(info.model, num_classes=info.num_classes, dtype=info.dtype)
+    net = models.create_model(info.model, num_classes=info.num_classes, dtype=info.dtype,
+                              conv_tuning=conv_tuning)
     self.state = InferenceState(params=params, batch_stats=batch_stats,
                                 apply_fn=net.apply)
     self._steps = {(tta, logits): jax.jit(partial(predict_step, tta=tta, logits=logits,

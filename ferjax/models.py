@@ -14,7 +14,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from ferjax.architectures import ARCHITECTURES, PIXEL_MEAN, PIXEL_STD
-from ferjax.ops import CONV_IMPLS, auto_conv_impl, max_pool_2x2
+from ferjax.ops import (CONV_IMPLS, DEFAULT_TUNING, ConvTuning, auto_conv_impl,
+                        conv_general_dilated, max_pool_2x2)
 
 __all__ = ["PIXEL_MEAN", "PIXEL_STD", "ConvNet", "MODELS", "create_model"]
 
@@ -42,6 +43,8 @@ class ConvNet(nn.Module):
       "im2col" (`im2col_conv`), "chunked" (`chunked_conv`), "winograd"
       (`winograd_conv`), or "auto": per layer, the fastest measured here
       (`ferjax.ops.auto_conv_impl`). Parameters are the same for all.
+    conv_tuning: the CPU kernels' memory budgets (`ferjax.ops.ConvTuning`): what is
+      compiled, not what is computed.
   """
   num_classes: int
   widths: Sequence[int] = (32, 64, 128)
@@ -53,6 +56,7 @@ class ConvNet(nn.Module):
   pool_first: bool = False
   dtype: jnp.dtype = jnp.float32
   conv_impl: str = "auto"
+  conv_tuning: ConvTuning = DEFAULT_TUNING
 
   @nn.compact
   def __call__(self, x, *, train: bool):
@@ -69,7 +73,7 @@ class ConvNet(nn.Module):
           impl = auto_conv_impl(train=train, dtype=self.dtype,
                                 pixels=x.shape[1] * x.shape[2], cin=x.shape[3])
         x = nn.Conv(width, (3, 3), use_bias=not self.batch_norm, dtype=self.dtype,
-                    conv_general_dilated=CONV_IMPLS[impl])(x)
+                    conv_general_dilated=conv_general_dilated(impl, self.conv_tuning))(x)
         if self.batch_norm:
           x = norm()(x)
         x = nn.relu(x)
@@ -101,13 +105,16 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def create_model(name: str, *, num_classes: int, dtype=jnp.float32,
-                 conv_impl: str = "auto") -> nn.Module:
+                 conv_impl: str = "auto", conv_tuning: ConvTuning = DEFAULT_TUNING
+                 ) -> nn.Module:
   """The architecture registered as `name`, computing in `dtype` (a dtype or one of
-  COMPUTE_DTYPES' names), its convolutions by `conv_impl` ("auto" or CONV_IMPLS)."""
+  COMPUTE_DTYPES' names), its convolutions by `conv_impl` ("auto" or CONV_IMPLS) within
+  the CPU kernels' budgets `conv_tuning`."""
   dtype = COMPUTE_DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
   if name not in MODELS:
     raise ValueError(f"unknown model '{name}'; known: {', '.join(MODELS)}")
   if conv_impl != "auto" and conv_impl not in CONV_IMPLS:
     raise ValueError(f"unknown conv_impl '{conv_impl}'; known: auto, "
                      f"{', '.join(CONV_IMPLS)}")
-  return MODELS[name](num_classes=num_classes, dtype=dtype, conv_impl=conv_impl)
+  return MODELS[name](num_classes=num_classes, dtype=dtype, conv_impl=conv_impl,
+                      conv_tuning=conv_tuning)

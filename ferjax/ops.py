@@ -5,11 +5,13 @@ XLA's CPU backward convolutions run far below its forward ones; these compute th
 chunks, or by Winograd's minimal filtering, each with a custom VJP whose gradients are
 matmuls too. They are injected into layers through `nn.Conv(conv_general_dilated=...)`
 (as Flax does with `flax/linen/fp8_ops.py`); `ferjax.models` only composes them.
-Measurements behind every budget and choice: docs/performance.md.
+Measurements behind every budget and choice: docs/performance.md ("Numbers behind
+ops.py's choices"). The budgets travel as a value, `ConvTuning`, never as globals.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -60,12 +62,38 @@ def im2col_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
   return out.reshape(b, h, w, cout)
 
 
-# Bytes of one chunk's (transposed) patch matrix in `chunked_conv`'s kernel gradient:
-# small enough to stay in the CPU's cache between being written and being multiplied
-# (measured best near 8-12 MB on a 2-core Xeon).
-CHUNK_BYTES = 10 * 2**20
-# Bytes of one chunk's float32 tap products in `_chunked_forward` (best near 12-24 MB).
-TAPS_BYTES = 24 * 2**20
+@dataclasses.dataclass(frozen=True)
+class ConvTuning:
+  """The memory budgets of the CPU kernels, in MB (2**20 bytes): how finely they cut a
+  batch into chunks so that each chunk's intermediates stay in cache. They change what
+  is compiled, never the function computed (up to float rounding). The defaults were
+  measured best on a 2-core Xeon (docs/performance.md, "Numbers behind ops.py's
+  choices"); a run sets them as `--set conv_tuning.winograd_mb=...`.
+
+  Attributes:
+    chunk_mb: one chunk's (transposed) patch matrix in `chunked_conv`'s kernel gradient.
+    taps_mb: one chunk's float32 tap products in `chunked_conv`'s forward pass.
+    winograd_mb: one chunk's transformed input tiles ((m+2)^2 x tiles x Cin, float32)
+      in `winograd_conv`'s forward pass and input gradient.
+    winograd_grad_mb: the same for its kernel gradient, whose chunks also hold the
+      transformed output gradient.
+    winograd_whole_mb: a layer whose whole batch of transformed input tiles fits in
+      this runs as one chunk, whatever the two budgets above: small layers then make
+      a few large operations instead of many small ones, where the cost per operation
+      outweighs the cache misses (0: never).
+  """
+  chunk_mb: float = 10.0
+  taps_mb: float = 24.0
+  winograd_mb: float = 10.0
+  winograd_grad_mb: float = 5.0
+  winograd_whole_mb: float = 80.0
+
+
+DEFAULT_TUNING = ConvTuning()
+
+
+def _bytes(mb: float) -> int:
+  return int(mb * 2**20)
 
 
 def _images_per_chunk(batch: int, bytes_per_image: int, budget: int) -> int:
@@ -85,20 +113,20 @@ def _patches_t(x, kh, kw, padding):
   return cols.reshape(cols.shape[0], -1)
 
 
-def _chunked_forward(x, k, padding):
+def _chunked_forward(x, k, padding, tuning: ConvTuning):
   """Stride-1 NHWC/HWIO convolution, a few images at a time, without a patch matrix.
 
   Each chunk of the padded input is multiplied once by all kh*kw taps of the kernel,
   [n*Hp*Wp, Cin] @ [Cin, kh*kw*Cout] (one wide matmul), and the output is the sum of
   the kh*kw shifted slices of that product, one fused elementwise pass. The product of
-  a chunk is sized (TAPS_BYTES) to stay in cache until it is summed.
+  a chunk is sized (`tuning.taps_mb`) to stay in cache until it is summed.
   """
   kh, kw, cin, cout = k.shape
   b = x.shape[0]
   x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
   hp, wp = x.shape[1:3]
   ho, wo = hp - kh + 1, wp - kw + 1
-  n = _images_per_chunk(b, hp * wp * kh * kw * cout * 4, TAPS_BYTES)
+  n = _images_per_chunk(b, hp * wp * kh * kw * cout * 4, _bytes(tuning.taps_mb))
   taps = k.transpose(2, 0, 1, 3).reshape(cin, kh * kw * cout)
 
   def one_chunk(xc):
@@ -121,12 +149,13 @@ def _transposed(k, padding):
            (kw - 1 - padding[1][0], kw - 1 - padding[1][1])))
 
 
-def _kernel_grad(x, g, k, padding):
+def _kernel_grad(x, g, k, padding, tuning: ConvTuning):
   """A convolution's kernel gradient: patches^T @ g, summed over chunks of images."""
   kh, kw, cin, cout = k.shape
   b, h, w, _ = x.shape
   ho, wo = g.shape[1:3]
-  n = _images_per_chunk(b, h * w * kh * kw * cin * x.dtype.itemsize, CHUNK_BYTES)
+  n = _images_per_chunk(b, h * w * kh * kw * cin * x.dtype.itemsize,
+                        _bytes(tuning.chunk_mb))
 
   def add_chunk(dk, xg):
     xc, gc = xg
@@ -140,24 +169,25 @@ def _kernel_grad(x, g, k, padding):
 
 
 def _conv_with_vjp(forward, kernel_grad):
-  """A stride-1 convolution `conv(x, k, padding)` computed by `forward(x, k, padding)`,
-  with a custom VJP: the input gradient is `forward` applied to the output gradient
-  with the transposed kernel (`_chunked_forward` where that padding is negative), the
-  kernel gradient `kernel_grad(x, g, k, padding)`."""
+  """A stride-1 convolution `conv(x, k, padding, tuning)` computed by
+  `forward(x, k, padding, tuning)`, with a custom VJP: the input gradient is `forward`
+  applied to the output gradient with the transposed kernel (`_chunked_forward` where
+  that padding is negative), the kernel gradient `kernel_grad(x, g, k, padding,
+  tuning)`. The padding and the (hashable) tuning are static."""
 
-  @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-  def conv(x, k, padding):
-    return forward(x, k, padding)
+  @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+  def conv(x, k, padding, tuning):
+    return forward(x, k, padding, tuning)
 
-  def conv_fwd(x, k, padding):
-    return forward(x, k, padding), (x, k)
+  def conv_fwd(x, k, padding, tuning):
+    return forward(x, k, padding, tuning), (x, k)
 
-  def conv_bwd(padding, res, g):
+  def conv_bwd(padding, tuning, res, g):
     x, k = res
     flipped, back_pad = _transposed(k, padding)
     fwd = forward if min(min(p) for p in back_pad) >= 0 else _chunked_forward
-    dx = fwd(g.astype(x.dtype), flipped.astype(x.dtype), back_pad)
-    return dx.astype(x.dtype), kernel_grad(x, g, k, padding)
+    dx = fwd(g.astype(x.dtype), flipped.astype(x.dtype), back_pad, tuning)
+    return dx.astype(x.dtype), kernel_grad(x, g, k, padding, tuning)
 
   conv.defvjp(conv_fwd, conv_bwd)
   return conv
@@ -168,7 +198,7 @@ _chunked_conv = _conv_with_vjp(_chunked_forward, _kernel_grad)
 
 def chunked_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
                  rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-                 precision=None):
+                 precision=None, tuning: ConvTuning = DEFAULT_TUNING):
   """`lax.conv_general_dilated` for Flax's stride-1 NHWC/HWIO convolutions, for CPUs.
 
   The same function as XLA's convolution (up to float rounding), computed a few images
@@ -180,7 +210,7 @@ def chunked_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
   transposed patches @ output gradient. Products accumulate in float32 whatever the
   compute dtype (in bfloat16 that is what sends them to AMX). Fewer than 16 input
   channels go to `im2col_conv`; anything but a plain stride-1, undilated, ungrouped
-  convolution goes to lax.
+  convolution goes to lax. `tuning` sizes the chunks (`ConvTuning`).
   """
   # A few input channels (the first layer): the patch matrix is small and the per-chunk
   # matmuls too narrow; the whole-batch im2col is faster. im2col_conv also hands
@@ -190,7 +220,7 @@ def chunked_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
     return im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                        feature_group_count=feature_group_count, precision=precision)
-  return _chunked_conv(lhs, rhs, _explicit_pads(lhs, rhs, padding))
+  return _chunked_conv(lhs, rhs, _explicit_pads(lhs, rhs, padding), tuning)
 
 
 # Winograd F(m x m, 3x3) (Lavin & Gray, 2016): an m x m output tile from an
@@ -210,20 +240,6 @@ _WINOGRAD = {
         ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0),
          (0, 1, -1, 8, -8, 1))),
 }
-# Bytes of one chunk's transformed input ((m+2)^2 x tiles x Cin, float32) in
-# `winograd_conv` (measured best near 10 MB per layer on a 2-core Xeon;
-# python experiments/winograd_chunks.py).
-WINOGRAD_BYTES = 10 * 2**20
-# The same for the kernel gradient, whose chunks also hold the transformed output
-# gradient (best near 5 MB).
-WINOGRAD_GRAD_BYTES = 5 * 2**20
-# A layer whose whole batch of transformed input tiles fits in this many bytes runs as
-# one chunk, whatever the budgets above: small layers then make few large operations
-# instead of many small ones, where the cost per operation outweighs the cache misses.
-# Measured on whole train steps (python -m ferjax.bench --winograd-mb 10,5,W): the
-# seed CNN at batch 64 (48x48x32 = 72 MB) 1.10x-1.15x faster, the augmented network
-# (whose 48x48 and 24x24x128 layers stay chunked) unchanged.
-WINOGRAD_WHOLE_BYTES = 80 * 2**20
 
 
 def _combine(coefs, terms):
@@ -238,10 +254,11 @@ def _combine(coefs, terms):
   return out
 
 
-def _winograd_images_per_chunk(batch: int, bytes_per_image: int, budget: int) -> int:
-  """Images per chunk of a Winograd loop: the whole batch if it fits in
-  WINOGRAD_WHOLE_BYTES, else the largest divisor that fits in `budget`."""
-  if batch * bytes_per_image <= WINOGRAD_WHOLE_BYTES:
+def _winograd_images_per_chunk(batch: int, bytes_per_image: int, budget: int, *,
+                               whole: int) -> int:
+  """Images per chunk of a Winograd loop: the whole batch if it fits in `whole` bytes,
+  else the largest divisor that fits in `budget` bytes."""
+  if batch * bytes_per_image <= whole:
     return batch
   return _images_per_chunk(batch, bytes_per_image, budget)
 
@@ -271,7 +288,7 @@ def _input_tiles(xc, th, tw, m=2):
           for a in range(t) for c in range(t)]
 
 
-def _winograd_forward(x, k, padding, m=2):
+def _winograd_forward(x, k, padding, tuning: ConvTuning, m=2):
   """Stride-1 3x3 NHWC/HWIO convolution by Winograd F(m x m, 3x3), a chunk of images at a time.
 
   Per chunk: each of the (m+2)^2 entries of the transformed input tiles (stride m),
@@ -289,7 +306,9 @@ def _winograd_forward(x, k, padding, m=2):
   u = [sum(ga * gb * kf[i, j] for i, ga in enumerate(g_[a])
            for j, gb in enumerate(g_[c]) if ga * gb).astype(k.dtype)
        for a in range(t) for c in range(t)]
-  n = _winograd_images_per_chunk(b, t * t * th * tw * cin * 4, WINOGRAD_BYTES)
+  n = _winograd_images_per_chunk(b, t * t * th * tw * cin * 4,
+                                 _bytes(tuning.winograd_mb),
+                                 whole=_bytes(tuning.winograd_whole_mb))
 
   def one_chunk(chunk):  # sliced from x itself: see _winograd_kernel_grad
     xc = lax.dynamic_slice_in_dim(x, chunk * n, n)
@@ -307,14 +326,14 @@ def _winograd_forward(x, k, padding, m=2):
   return out.reshape(b, ho, wo, cout)
 
 
-def _winograd_kernel_grad(x, g, k, padding, m=None):
+def _winograd_kernel_grad(x, g, k, padding, tuning: ConvTuning, m=None):
   """The kernel gradient of a stride-1 3x3 convolution by Winograd F(m x m, 3x3): per
   tile entry, transformed input tiles^T @ transformed output-gradient tiles (A g A^T),
   summed over chunks of images, then G^T (.) G back to the 3x3 kernel. m=None: 4 where
   the output divides into 4x4 tiles, else 2. Both operands stay channels last
   ([tiles, C]) and the matmul contracts their first axis: transposing the input chunk
-  to channels first instead, for a plain [Cin, tiles] @ [tiles, Cout], was 1.2x to 1.8x
-  slower per layer (with m=2)."""
+  to channels first instead, for a plain [Cin, tiles] @ [tiles, Cout], was slower per
+  layer (the transpose copies every chunk; docs/performance.md)."""
   b, cin = x.shape[0], x.shape[3]
   cout = k.shape[-1]
   if m is None:  # g has the output's shape
@@ -322,7 +341,9 @@ def _winograd_kernel_grad(x, g, k, padding, m=None):
   _, g_, at = _WINOGRAD[m]
   t = m + 2
   (ho, wo), (th, tw), pads = _winograd_tiles(x.shape, padding, m)
-  n = _winograd_images_per_chunk(b, t * t * th * tw * cin * 4, WINOGRAD_GRAD_BYTES)
+  n = _winograd_images_per_chunk(b, t * t * th * tw * cin * 4,
+                                 _bytes(tuning.winograd_grad_mb),
+                                 whole=_bytes(tuning.winograd_whole_mb))
   gpad = ((0, 0), (0, m * th - ho), (0, m * tw - wo), (0, 0))
   tiles_t_at = (((0,), (0,)), ((), ()))  # dot_general: contract the tiles of both
 
@@ -358,7 +379,7 @@ _winograd_conv = _conv_with_vjp(_winograd_forward, _winograd_kernel_grad)
 
 def winograd_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
                   rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-                  precision=None):
+                  precision=None, tuning: ConvTuning = DEFAULT_TUNING):
   """`lax.conv_general_dilated` for Flax's stride-1 3x3 NHWC/HWIO convolutions, for CPUs.
 
   The same function as XLA's convolution up to float rounding (relative error near
@@ -370,7 +391,8 @@ def winograd_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
   (`_winograd_kernel_grad`; F(4x4, 3x3), relative error near 1e-5, where the output
   divides into 4x4 tiles). Float32 accumulation in every dtype (AMX in bfloat16).
   Fewer than 16 input channels, kernels other than 3x3 and negative paddings go to
-  `chunked_conv` (and from there to `im2col_conv` or lax).
+  `chunked_conv` (and from there to `im2col_conv` or lax). `tuning` sizes the chunks
+  (`ConvTuning`).
   """
   kh, kw, cin = rhs.shape[:3]
   padding = _explicit_pads(lhs, rhs, padding)
@@ -379,12 +401,22 @@ def winograd_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
                        feature_group_count)):
     return chunked_conv(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-                        feature_group_count=feature_group_count, precision=precision)
-  return _winograd_conv(lhs, rhs, padding)
+                        feature_group_count=feature_group_count, precision=precision,
+                        tuning=tuning)
+  return _winograd_conv(lhs, rhs, padding, tuning)
 
 
 CONV_IMPLS = {"xla": None, "im2col": im2col_conv, "chunked": chunked_conv,
               "winograd": winograd_conv}
+
+
+def conv_general_dilated(impl: str, tuning: ConvTuning = DEFAULT_TUNING):
+  """The `conv_general_dilated` that makes `nn.Conv` compute by `impl` (one of
+  CONV_IMPLS) within `tuning`'s budgets; None (lax's own) for "xla"."""
+  fn = CONV_IMPLS[impl]
+  if fn in (chunked_conv, winograd_conv):
+    return functools.partial(fn, tuning=tuning)
+  return fn
 
 
 def auto_conv_impl(*, train: bool, dtype, pixels: int, cin: int) -> str:
@@ -392,12 +424,12 @@ def auto_conv_impl(*, train: bool, dtype, pixels: int, cin: int) -> str:
 
   XLA's convolution on GPUs and TPUs. On a CPU (per layer from
   `python experiments/conv_backward.py`, whole networks from
-  `python experiments/eval_conv_impls.py` and `python -m ferjax.bench`, on a 2-core
-  Xeon with AMX), in float32 and bfloat16 alike: for training, the first layer (a few
-  input channels) as one im2col matmul and every other layer by Winograd F(2x2, 3x3)
-  (`winograd_conv`); for inference (which runs a few images at a time, see
-  `ferjax.train.predict_step`), XLA's convolution for the first layer and the layers
-  larger than 24x24, Winograd for the others.
+  `python experiments/eval_conv_impls.py` and `python -m ferjax.bench`; the numbers are
+  in docs/performance.md), in float32 and bfloat16 alike: for training, the first layer
+  (a few input channels) as one im2col matmul and every other layer by Winograd
+  F(2x2, 3x3) (`winograd_conv`); for inference (which runs a few images at a time, see
+  `ferjax.inference.predict_step`), XLA's convolution for the first layer and the
+  layers larger than 24x24, Winograd for the others.
   """
   del dtype
   if jax.default_backend() != "cpu":
@@ -412,8 +444,8 @@ def max_pool_2x2(x):
 
   The same values; its gradient goes through JAX's max reduction (elementwise masks)
   instead of XLA's select-and-scatter, which XLA's CPU backend lowers to a reduce-window
-  over four full-size index arrays (a tenth of the CPU train step). Between tied
-  maxima the gradient is shared rather than given to the first.
+  over four full-size index arrays (its cost: docs/performance.md). Between tied maxima
+  the gradient is shared rather than given to the first.
   """
   b, h, w, c = x.shape
   x = x[:, :h // 2 * 2, :w // 2 * 2]

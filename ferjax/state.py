@@ -81,7 +81,8 @@ def optimizer_with_schedule(config: Config, schedule):
 
 def create_model(config: Config):
   return models.create_model(config.model, num_classes=config.num_classes,
-                             dtype=config.dtype, conv_impl=config.conv_impl)
+                             dtype=config.dtype, conv_impl=config.conv_impl,
+                             conv_tuning=config.conv_tuning)
 
 
 def create_train_state(config: Config, *, key: jax.Array, steps_per_epoch: int

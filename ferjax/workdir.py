@@ -100,10 +100,11 @@ def locked(workdir: str | os.PathLike) -> Iterator[Path]:
 
 def check_config(workdir: Path, config: Config) -> None:
   """Refuses a config that conflicts with the one the workdir was started with."""
-  saved = configs.read_config_json(workdir)
-  if saved is None:
+  if configs.read_config_json(workdir) is None:
     return
-  configs.load_run_config(workdir)  # a message where it is not a valid config
+  # Compared as read back (a message where it is not a valid config): a field that the
+  # run's config.json predates reads as its default, so old runs still resume.
+  saved = json.loads(configs.load_run_config(workdir).to_json())
   new = json.loads(config.to_json())
   diff = {k for k in set(saved) | set(new)
           if saved.get(k) != new.get(k) and k not in RESUMABLE_CHANGES}

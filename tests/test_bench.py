@@ -1,5 +1,6 @@
 """The benchmark command: one JSON object with the figures the README's table reports."""
 
+import dataclasses
 import json
 
 import pytest
@@ -21,31 +22,50 @@ def test_bench_json_reports_every_figure(capsys):
   assert out["allocator"] in ("libc", "tcmalloc", "jemalloc", "mimalloc", "unknown")
   assert out["variant"] == "tiny" and out["batch_size"] == 32
   assert out["dtype"] == "float32" and out["eval_dtype"] == "bfloat16"
-  assert out["winograd_mb"] == [ops.WINOGRAD_BYTES / 2**20,
-                                ops.WINOGRAD_GRAD_BYTES / 2**20,
-                                ops.WINOGRAD_WHOLE_BYTES / 2**20]
+  default = ops.DEFAULT_TUNING
+  assert out["winograd_mb"] == [default.winograd_mb, default.winograd_grad_mb,
+                                default.winograd_whole_mb]
+  assert out["conv_tuning"] == dataclasses.asdict(default)
 
 
-def test_winograd_budgets_are_set_and_reported(capsys, monkeypatch):
-  names = ("WINOGRAD_BYTES", "WINOGRAD_GRAD_BYTES", "WINOGRAD_WHOLE_BYTES")
-  for name in names:  # restored after the test
-    monkeypatch.setattr(ops, name, getattr(ops, name))
-  whole = ops.WINOGRAD_WHOLE_BYTES / 2**20
+def test_winograd_budgets_are_set_and_reported_as_config_values(capsys, monkeypatch):
+  """--winograd-mb (and --set conv_tuning.*) reach the step as the config's value;
+  ferjax.ops is left as it was."""
+  configs_run, real_run = [], bench.run
+
+  def recording_run(config, **kwargs):
+    configs_run.append(config)
+    return real_run(config, **kwargs)
+
+  monkeypatch.setattr(bench, "run", recording_run)
+  before = {k: v for k, v in vars(ops).items() if not k.startswith("__")}
+  whole = ops.DEFAULT_TUNING.winograd_whole_mb
   bench.main(["--variant", "tiny", "--steps", "1", "--repeats", "1", "--json",
-              "--winograd-mb", "2.5,1"])
+              "--winograd-mb", "2.5,1", "--set", "conv_tuning.chunk_mb=4"])
   assert json.loads(capsys.readouterr().out)["winograd_mb"] == [2.5, 1.0, whole]
-  assert ops.WINOGRAD_BYTES == int(2.5 * 2**20)
+  assert configs_run[-1].conv_tuning == dataclasses.replace(
+      ops.DEFAULT_TUNING, winograd_mb=2.5, winograd_grad_mb=1, chunk_mb=4)
   bench.main(["--variant", "tiny", "--steps", "1", "--repeats", "1", "--json",
               "--winograd-mb", "10,5,0"])
   assert json.loads(capsys.readouterr().out)["winograd_mb"] == [10.0, 5.0, 0.0]
-  assert ops.WINOGRAD_WHOLE_BYTES == 0
+  assert {k: v for k, v in vars(ops).items() if not k.startswith("__")} == before
 
 
-@pytest.mark.parametrize("value", ["10", "10,x", "10,5,80,1", "10,-5"])
+@pytest.mark.parametrize("value", ["10", "10,x", "10,5,80,1"])
 def test_bad_winograd_budgets_say_what_to_give(capsys, value):
   with pytest.raises(SystemExit):
     bench.main(["--winograd-mb", value])
   assert "give two or three sizes in MB, e.g. 10,5 or 10,5,80" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value, message", [
+    ("10,-5", "conv_tuning.winograd_grad_mb must be a positive number of MB; got -5.0"),
+    ("0,5", "conv_tuning.winograd_mb must be a positive number of MB; got 0.0"),
+    ("10,5,-1", "conv_tuning.winograd_whole_mb must be at least 0 MB")])
+def test_bad_winograd_budget_values_are_refused_by_the_config(value, message):
+  from ferjax.errors import ConfigError
+  with pytest.raises(ConfigError, match=message):
+    bench.main(["--variant", "tiny", "--winograd-mb", value])
 
 
 def test_warmup_repeats_run_untimed_through_the_pipeline(capsys, monkeypatch):

@@ -52,6 +52,12 @@ def test_set_reaches_top_level_and_augment_fields():
     ("val_seed=-3", "val_seed must be 0 to"),
     ("weight_decay=nan", "weight_decay must be at least 0"),
     ("dtype=float16", "dtype must be one of float32, bfloat16"),
+    ("conv_tuning.winograd_mb=0", "conv_tuning.winograd_mb must be a positive number of MB"),
+    ("conv_tuning.taps_mb=nan", "conv_tuning.taps_mb must be a positive number of MB"),
+    ("conv_tuning.chunk_mb=inf", "conv_tuning.chunk_mb must be a positive number of MB"),
+    ("conv_tuning.winograd_whole_mb=-1", "conv_tuning.winograd_whole_mb must be at least 0"),
+    ("conv_tuning.winograd_mb=big", "could not convert"),
+    ("conv_tuning.cache_mb=1", "expected KEY=VALUE with KEY one of"),
 ])
 def test_bad_values_are_refused_when_the_config_is_built(assignment, message):
   with pytest.raises(ConfigError, match=message):
@@ -87,6 +93,30 @@ def test_conv_impl_is_one_switch_recorded_with_the_run():
   old = json.loads(configs.tiny().to_json())
   del old["conv_impl"]
   assert configs.Config.from_dict(old).conv_impl == "auto"
+
+
+def test_conv_tuning_is_set_field_by_field_and_recorded_with_the_run():
+  from ferjax import ops, state
+  args = train.build_parser().parse_args(
+      ["--variant", "tiny", "--set", "conv_tuning.winograd_mb=64",
+       "--set", "conv_tuning.winograd_whole_mb=0"])
+  c = train.config_from_args(args)
+  want = dataclasses.replace(ops.DEFAULT_TUNING, winograd_mb=64, winograd_whole_mb=0)
+  assert c.conv_tuning == want and state.create_model(c).conv_tuning == want
+  assert json.loads(c.to_json())["conv_tuning"]["winograd_mb"] == 64
+  assert configs.Config.from_dict(json.loads(c.to_json())) == c
+  assert configs.tiny().conv_tuning == ops.DEFAULT_TUNING
+  # Workdirs written before the field existed (or before one of its fields) read as
+  # the defaults; unknown nested keys are refused like the others.
+  old = json.loads(configs.tiny().to_json())
+  del old["conv_tuning"]
+  assert configs.Config.from_dict(old) == configs.tiny()
+  old["conv_tuning"] = {"winograd_mb": 64}
+  assert configs.Config.from_dict(old).conv_tuning == dataclasses.replace(
+      ops.DEFAULT_TUNING, winograd_mb=64)
+  old["conv_tuning"]["l2_mb"] = 1
+  with pytest.raises(ConfigError, match="unknown config keys: conv_tuning.l2_mb"):
+    configs.Config.from_dict(old)
 
 
 def _help(main, capsys) -> str:

@@ -50,6 +50,21 @@ def test_other_config_is_refused_but_more_epochs_pass(tmp_path):
     workdir_lib.check_config(tmp_path, dataclasses.replace(TINY, learning_rate=0.1))
 
 
+@pytest.mark.parametrize("missing", ["conv_tuning", "conv_impl", "input_size"])
+def test_a_config_json_older_than_a_field_resumes_with_its_default(tmp_path, missing):
+  """A run whose config.json was written before a field existed resumes: the missing
+  field reads as its default, and only a value other than the default is a change."""
+  old = json.loads(TINY.to_json())
+  del old[missing]
+  (tmp_path / workdir_lib.CONFIG).write_text(json.dumps(old))
+  workdir_lib.check_config(tmp_path, TINY)
+  workdir_lib.check_config(tmp_path, dataclasses.replace(TINY, epochs=5))
+  with pytest.raises(ConfigError, match="conv_tuning: saved .*'winograd_mb': 10.0.*, now "
+                                        ".*'winograd_mb': 64.0"):
+    workdir_lib.check_config(tmp_path, configs.with_overrides(
+        TINY, ["conv_tuning.winograd_mb=64"]))
+
+
 def test_a_locked_workdir_is_refused_until_released(tmp_path):
   with workdir_lib.locked(tmp_path / "w") as w:
     assert w.is_dir() and (w / workdir_lib.LOCK).read_text().isdigit()
