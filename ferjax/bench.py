@@ -2,6 +2,8 @@
 
     python -m ferjax.bench [--variant augmented] [--batch-size N] [--steps N]
                            [--repeats N] [--warmup N] [--dtype D] [--eval-dtype D] [--json]
+    python -m ferjax.bench --predict [--weights F] [--detect-size PX] [--json]
+    python -m ferjax.bench --video [--backend onnx|jax] [--json]
 
 Runs the real jitted steps on synthetic FER2013-shaped data (25,445 random 48x48
 images: the size of the training split), fed through the real input pipeline, so the
@@ -273,11 +275,24 @@ def main(argv=None) -> None:
                  help="benchmark inference instead: classifier crops/s, detection and "
                  "end-to-end latency of a 640x480 photo, video frames/s (the shipped "
                  "model, or --weights)")
+  p.add_argument("--video", action="store_true",
+                 help="benchmark videos instead: generated 640x480 (every frame) and "
+                 "1920x1080 (--fps 5) videos with two faces through `predict`, whole "
+                 "command and time per stage (ferjax/videobench.py)")
+  p.add_argument("--backend", choices=("onnx", "jax"),
+                 help="with --video: the classifier's backend (default: predict's)")
   p.add_argument("--weights", help="with --predict: a weights file to benchmark")
   p.add_argument("--detect-size", type=int, default=640,
                  help="with --predict: the detector's largest side in pixels")
   p.add_argument("--json", action="store_true", help="print one JSON object")
   args = p.parse_args(argv)
+  if args.video:
+    require_extra("video", what="--video")
+    from ferjax import videobench
+    out = {"rows": videobench.run(backend=args.backend), "cpu": _cpu_name(),
+           "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cpus"}
+    print(json.dumps(out, indent=None if args.json else 2))
+    return
   if args.predict:
     out = run_predict(weights=args.weights, repeats=max(args.repeats, 20),
                       detect_size=args.detect_size)

@@ -36,3 +36,19 @@ def test_the_generated_video_has_two_faces_walking_apart(tmp_path):
   assert len(xs) == 10
   # The top face walks right, the bottom one left.
   assert xs[-1][0] > xs[0][0] + 100 and xs[-1][1] < xs[0][1] - 100
+
+
+def test_bench_video_prints_one_json_object_with_the_rows(monkeypatch, capsys):
+  import functools
+  import json
+
+  from ferjax import bench
+  small = (("320x240", (320, 240), 10.0),)
+  monkeypatch.setattr(videobench, "run", functools.partial(
+      videobench.run, seconds=1.0, cases=small))
+  bench.main(["--video", "--json"])
+  out = json.loads(capsys.readouterr().out)
+  (row,) = out["rows"]
+  assert row["video"] == "320x240" and row["fps_option"] == 10.0
+  assert row["frames_analysed"] == 10 and row["in_process"]["frames"] == 10
+  assert out["cpu"]
