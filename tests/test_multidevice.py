@@ -36,31 +36,38 @@ def _assert_close(a, b):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5), a, b)
 
 
+@pytest.fixture(scope="module")
+def one_device_run(tmp_path_factory, toy_zip, tfds_dir):
+  """The run on one device that the others are compared with (trained once)."""
+  workdir = tmp_path_factory.mktemp("one") / "run"
+  report = train.train_and_evaluate(CONFIG, workdir, data=toy_zip, data_dir=tfds_dir,
+                                    mesh=state_lib.make_mesh(jax.devices()[:1]))
+  return workdir, report
+
+
 @TWO
-def test_two_devices_compute_what_one_does(tmp_path, toy_zip, tfds_dir):
+def test_two_devices_compute_what_one_does(tmp_path, toy_zip, tfds_dir, one_device_run):
   one = state_lib.make_mesh(jax.devices()[:1])
   two = state_lib.make_mesh(jax.devices()[:2])
-  r1 = train.train_and_evaluate(CONFIG, tmp_path / "one", data=toy_zip,
-                                data_dir=tfds_dir, mesh=one)
+  ref, r1 = one_device_run
   r2 = train.train_and_evaluate(CONFIG, tmp_path / "two", data=toy_zip,
                                 data_dir=tfds_dir, mesh=two)
-  _assert_close(_final_params(tmp_path / "one", one), _final_params(tmp_path / "two", one))
+  _assert_close(_final_params(ref, one), _final_params(tmp_path / "two", one))
   assert abs(r1["validation"]["accuracy"] - r2["validation"]["accuracy"]) < 0.08
 
 
 @TWO
 @pytest.mark.parametrize("first,second", [(2, 1), (1, 2)])
 def test_checkpoint_restores_on_another_device_count(tmp_path, toy_zip, tfds_dir,
-                                                     first, second):
+                                                     one_device_run, first, second):
   meshes = {n: state_lib.make_mesh(jax.devices()[:n]) for n in (1, 2)}
-  train.train_and_evaluate(CONFIG, tmp_path / "ref", data=toy_zip, data_dir=tfds_dir,
-                           mesh=meshes[1])
+  ref, _ = one_device_run
   assert train.train_and_evaluate(CONFIG, tmp_path / "moved", data=toy_zip,
                                   data_dir=tfds_dir, mesh=meshes[first],
                                   stop_after_steps=5) is None
   train.train_and_evaluate(CONFIG, tmp_path / "moved", data=toy_zip, data_dir=tfds_dir,
                            mesh=meshes[second])
-  _assert_close(_final_params(tmp_path / "ref", meshes[1]),
+  _assert_close(_final_params(ref, meshes[1]),
                 _final_params(tmp_path / "moved", meshes[1]))
 
 
