@@ -155,9 +155,11 @@ def load_test_split(data, *, num_classes: int = 6, data_dir: str | None = None
   """The split that a figure called "test" is measured on, and its name: PublicTest
   where the source tells test's two halves apart (the csv's Usage, or Kaggle's files
   named PublicTest_*), else all of test/; None where the source has no test images."""
-  loaded = load_fer2013(data, splits=("public_test", "test"), num_classes=num_classes,
-                        data_dir=data_dir, required=())
+  # One split at a time: in Kaggle's folders both come from decoding test/, so asking
+  # for the two at once would decode it twice when PublicTest is all that is needed.
   for name in ("public_test", "test"):
+    loaded = load_fer2013(data, splits=(name,), num_classes=num_classes,
+                          data_dir=data_dir, required=())
     if name in loaded and len(loaded[name]):
       return name, loaded[name]
   return None

@@ -62,24 +62,41 @@ def test_prefetcher_keeps_order_and_reraises():
 
 
 def test_the_test_figure_is_public_test_where_the_source_tells_the_halves_apart(
-    tmp_path, tfds_dir):
+    tmp_path, tfds_dir, monkeypatch):
   """Training reports and `evaluate` measure "test" on PublicTest where the source
-  names its halves (Kaggle's files, the csv's Usage), else on all of test/."""
+  names its halves (Kaggle's files, the csv's Usage), else on all of test/; where
+  PublicTest is there, nothing else is decoded."""
   import zipfile
 
-  from conftest import make_images, png_bytes, write_zip
+  from conftest import make_images, png_bytes, write_csv, write_zip
   from ferjax.classes import CLASSES_7
+  from ferjax.datasets.fer2013 import fer2013
   x, y = make_images(3, seed=11)
+  halves = ("PublicTest", "PrivateTest")
   both = tmp_path / "both.zip"
   unnamed = tmp_path / "unnamed.zip"
   with zipfile.ZipFile(both, "w") as a, zipfile.ZipFile(unnamed, "w") as b:
     for i, (img, lab) in enumerate(zip(x, y)):
-      half = ("PublicTest", "PrivateTest")[i % 2]
-      a.writestr(f"test/{CLASSES_7[lab]}/{half}_{i:05d}.png", png_bytes(img))
+      a.writestr(f"test/{CLASSES_7[lab]}/{halves[i % 2]}_{i:05d}.png", png_bytes(img))
       b.writestr(f"test/{CLASSES_7[lab]}/face{i:05d}.png", png_bytes(img))
-  name, split = ip.load_test_split(both, num_classes=7, data_dir=tfds_dir)
-  assert name == "public_test" and len(split) == (len(y) + 1) // 2
+  csv = write_csv(tmp_path / "fer2013.csv",
+                  [(int(lab), img, halves[i % 2]) for i, (img, lab) in enumerate(zip(x, y))])
+  public = [i for i in range(len(y)) if i % 2 == 0]
+
+  def examples(images, labels):  # the order is TFDS's, not the source's
+    return sorted((int(lab), img.tobytes()) for img, lab in zip(images, labels))
+
+  decoded = []
+  decode = fer2013.decode_examples
+  monkeypatch.setattr(fer2013, "decode_examples",
+                      lambda source, **kw: decoded.append(len(source)) or decode(source, **kw))
+  for source, decodes in ((both, [len(y)]), (csv, [len(public)])):
+    decoded.clear()
+    name, split = ip.load_test_split(source, num_classes=7, data_dir=tfds_dir)
+    assert name == "public_test" and examples(split.images, split.labels) == examples(
+        x[public], y[public])
+    assert decoded == decodes  # folders: test/ once; csv: PublicTest alone
   name, split = ip.load_test_split(unnamed, num_classes=7, data_dir=tfds_dir)
-  assert name == "test" and len(split) == len(y)
+  assert name == "test" and examples(split.images, split.labels) == examples(x, y)
   only_train = write_zip(tmp_path / "train_only.zip", {"train": make_images(2, seed=3)})
   assert ip.load_test_split(only_train, data_dir=tfds_dir) is None
