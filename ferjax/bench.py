@@ -22,6 +22,7 @@ import json
 import platform
 import resource
 import statistics
+import sys
 import time
 
 from ferjax.errors import require_extra
@@ -259,7 +260,8 @@ def main(argv=None) -> None:
                  help="untimed repeats before timing, after compilation: at least N "
                  "(default 1), then more until resident memory stops growing (at most "
                  f"{MAX_EXTRA_WARMUP} more); 0: none")
-  cli.add_dtype_flag(p, help="compute dtype of the train step")
+  cli.add_dtype_flag(p, auto=True, help="compute dtype of the train step (auto: as "
+                     "python -m ferjax.train --dtype auto would choose it here)")
   cli.add_dtype_flag(p, flag="--eval-dtype", help="compute dtype of eval and TTA "
                      "(default: --dtype), as python -m ferjax.evaluate --dtype runs them")
   cli.add_set_flag(p)
@@ -318,8 +320,16 @@ def main(argv=None) -> None:
     overrides["augment"] = NO_AUGMENT
   config = configs.with_overrides(dataclasses.replace(config, **overrides),
                                   [*tuning, *args.set])
+  choice = None
+  if config.dtype == configs.AUTO_DTYPE:
+    from ferjax import precision
+    choice = precision.choose(config)
+    print(f"--dtype auto: {choice.dtype} ({choice.reason})", file=sys.stderr)
+    config = dataclasses.replace(config, dtype=choice.dtype)
   out = run(config, steps=args.steps, repeats=args.repeats, warmup=args.warmup,
             eval_dtype=args.eval_dtype)
+  if choice is not None:
+    out["dtype_choice"] = choice.to_json()
   if args.json:
     print(json.dumps(out))
     return

@@ -31,8 +31,10 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_dtype_flag(p: argparse.ArgumentParser, *, flag: str = "--dtype",
-                   help: str) -> None:
-  p.add_argument(flag, choices=configs.DTYPES, help=help)
+                   help: str, auto: bool = False) -> None:
+  """`flag` with the compute dtypes as choices, and `auto` where the command trains."""
+  p.add_argument(flag, choices=configs.TRAIN_DTYPES if auto else configs.DTYPES,
+                 help=help)
 
 
 def add_set_flag(p: argparse.ArgumentParser) -> None:

@@ -22,12 +22,16 @@ from ferjax.ops import DEFAULT_TUNING, ConvTuning
 
 # Compute dtypes (bfloat16: mixed precision, float32 parameters).
 DTYPES = ("float32", "bfloat16")
+# A training run may also ask for "auto": bfloat16 where the hardware computes it natively
+# and it measures faster, else float32 (ferjax.precision); resolved when the run starts.
+AUTO_DTYPE = "auto"
+TRAIN_DTYPES = (*DTYPES, AUTO_DTYPE)
 # How convolutions are computed (ferjax.ops): "auto" picks per layer and backend; "xla"
 # is XLA's own convolution everywhere; the others force one CPU kernel for every layer.
 CONV_IMPLS = ("auto", "xla", "im2col", "chunked", "winograd")
 # The allowed values of the config's string fields.
 CHOICES = {"optimizer": ("adam", "adamw", "sgd"), "schedule": ("constant", "cosine"),
-           "monitor": ("val_loss", "val_accuracy"), "dtype": DTYPES,
+           "monitor": ("val_loss", "val_accuracy"), "dtype": TRAIN_DTYPES,
            "conv_impl": CONV_IMPLS}
 # The config's nested dataclasses, set field by field as '<name>.<field>'.
 NESTED = {"augment": AugmentConfig, "conv_tuning": ConvTuning}
@@ -55,7 +59,7 @@ class Config:
   val_fraction: float = 0.1
   val_seed: int = 0
   train_limit: int | None = None
-  dtype: str = "float32"  # one of DTYPES (compute; parameters stay float32)
+  dtype: str = "float32"  # one of TRAIN_DTYPES (compute; parameters stay float32)
   # Side of the square the network sees. Below 48, training takes a random crop of
   # each augmented image, evaluation the centre crop and TTA the ten-crop views.
   input_size: int = 48

@@ -18,7 +18,7 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ferjax import models
+from ferjax import configs, models
 from ferjax.configs import Config
 from ferjax.errors import ConfigError
 
@@ -80,6 +80,9 @@ def optimizer_with_schedule(config: Config, schedule):
 
 
 def create_model(config: Config):
+  if config.dtype not in configs.DTYPES:  # "auto" is resolved when a run starts
+    raise ValueError(f"dtype '{config.dtype}' must be resolved to one of "
+                     f"{', '.join(configs.DTYPES)} first (ferjax.precision)")
   return models.create_model(config.model, num_classes=config.num_classes,
                              dtype=config.dtype, conv_impl=config.conv_impl,
                              conv_tuning=config.conv_tuning)

@@ -96,6 +96,7 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, data=None,
     ds = prepare_data(config, data=data, data_dir=data_dir)
     fingerprint = workdir_lib.data_fingerprint(ds)
     workdir_lib.check_data(workdir, fingerprint)
+    config = workdir_lib.resolve_dtype(workdir, config, mesh=mesh)
     workdir_lib.claim(workdir, config, fingerprint)
     ckpt = checkpointing.Checkpoints(workdir)
     try:
@@ -274,9 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
                  help="6 (default; Disgust dropped) or 7")
   p.add_argument("--train-limit", type=int,
                  help="train on the first N training images (stratified), for smoke runs")
-  cli.add_dtype_flag(p, help="compute dtype; bfloat16: mixed precision (float32 "
-                     "parameters), faster on GPUs, TPUs and CPUs with bfloat16 matmul "
-                     "units (AMX)")
+  cli.add_dtype_flag(p, auto=True,
+                     help="compute dtype; bfloat16: mixed precision (float32 "
+                     "parameters), faster on GPUs, TPUs and CPUs with bfloat16 units "
+                     "(AVX512-BF16, AMX); auto: bfloat16 where the hardware computes it "
+                     "natively and a minute's timing of the train step finds it faster, "
+                     "float32 elsewhere")
   cli.add_set_flag(p)
   return p
 

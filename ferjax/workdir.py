@@ -5,6 +5,7 @@
     metrics.jsonl     one row per finished epoch (a torn last line is dropped on resume)
     checkpoints/      `latest` and `best` (ferjax.checkpointing), each with a LoopState
     report.json, curves.png, confusion.png, calibration.json   the report (ferjax.report)
+    dtype_choice.json how `--dtype auto` was resolved when the run started
     .lock             held by the training that runs in it
 
 A run holds the lock for its whole life (`locked`) and claims the workdir (`claim`:
@@ -20,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +39,7 @@ REPORT = "report.json"
 CURVES = "curves.png"
 CONFUSION = "confusion.png"
 LOCK = ".lock"
+DTYPE_CHOICE = "dtype_choice.json"  # how `--dtype auto` was resolved (ferjax.precision)
 # Config fields a resumed run may change: the length of training only.
 RESUMABLE_CHANGES = ("epochs",)
 
@@ -106,6 +109,8 @@ def check_config(workdir: Path, config: Config) -> None:
   # run's config.json predates reads as its default, so old runs still resume.
   saved = json.loads(configs.load_run_config(workdir).to_json())
   new = json.loads(config.to_json())
+  if new["dtype"] == configs.AUTO_DTYPE:  # auto resumes with the dtype it chose
+    new["dtype"] = saved["dtype"]
   diff = {k for k in set(saved) | set(new)
           if saved.get(k) != new.get(k) and k not in RESUMABLE_CHANGES}
   if diff:
@@ -114,6 +119,32 @@ def check_config(workdir: Path, config: Config) -> None:
     raise ConfigError(
         f"The workdir '{workdir}' holds a run with a different config ({details}). "
         "Resume it with the same options, or start a new run with another --workdir.")
+
+
+def resolve_dtype(workdir: Path, config: Config, *, mesh=None) -> Config:
+  """`config` with `--dtype auto` resolved: to the dtype the workdir's run chose when it
+  started (a resumed run keeps it), else to `ferjax.precision.choose` on this machine,
+  recorded in DTYPE_CHOICE. Every process of a multi-host run takes the first's choice.
+  """
+  if config.dtype != configs.AUTO_DTYPE:
+    return config
+  saved = configs.read_config_json(workdir)
+  if saved is not None and saved.get("dtype") in configs.DTYPES:
+    print(f"--dtype auto: {saved['dtype']}, as this run chose when it started",
+          file=sys.stderr)
+    return dataclasses.replace(config, dtype=saved["dtype"])
+  from ferjax import precision
+  choice = precision.choose(config, mesh=mesh)
+  dtype = choice.dtype
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    index = multihost_utils.broadcast_one_to_all(
+        np.int32(configs.DTYPES.index(dtype)))
+    dtype = configs.DTYPES[int(index)]
+  print(f"--dtype auto: {dtype} ({choice.reason})", file=sys.stderr)
+  if writes():
+    write_atomic(workdir / DTYPE_CHOICE, json.dumps(choice.to_json(), indent=2))
+  return dataclasses.replace(config, dtype=dtype)
 
 
 def data_fingerprint(data) -> dict:
