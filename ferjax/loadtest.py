@@ -4,7 +4,7 @@
 
 Starts the server in this process on a free loopback port (the shipped model unless
 --weights or --workdir say otherwise), then posts the same 640x480 photo with one face
-(scikit-image's astronaut sample, or --image) from one client, then from --clients
+(ferjax's astronaut sample, or --image) from one client, then from --clients
 concurrent clients, each for --seconds. Prints one JSON object: per phase the
 requests, failures, requests per second and p50/p99 latency in milliseconds, the
 classifier calls made (fewer than requests when batching merges them), and the
@@ -35,9 +35,10 @@ def _rss_mib() -> float:
 def sample_photo() -> bytes:
   """A 640x480 JPEG of one face: the astronaut sample, letterboxed."""
   from PIL import Image
-  from skimage import data
+
+  from ferjax import samples
   canvas = Image.new("RGB", (640, 480), (40, 40, 40))
-  face = Image.fromarray(data.astronaut()).resize((480, 480))
+  face = Image.fromarray(samples.astronaut()).resize((480, 480))
   canvas.paste(face, (80, 0))
   buf = io.BytesIO()
   canvas.save(buf, format="JPEG", quality=90)

@@ -18,9 +18,10 @@ def job(tmp_path_factory):
   """Two dozen photos (a face each, turned a little differently), a face crop, a
   broken file and a short video."""
   import imageio_ffmpeg
-  from skimage import data
+
+  from ferjax import samples
   folder = tmp_path_factory.mktemp("job")
-  face = Image.fromarray(data.astronaut()).resize((240, 240))
+  face = Image.fromarray(samples.astronaut()).resize((240, 240))
   for i in range(24):
     canvas = Image.new("RGB", (320, 240), (50, 50, 50))
     canvas.paste(face.rotate(i - 12, fillcolor=(50, 50, 50)), (40, 0))

@@ -4,9 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ferjax import faces
-
-skimage_data = pytest.importorskip("skimage.data")
+from ferjax import faces, samples
 
 # The astronaut sample's face, drawn by hand: (left, top, right, bottom).
 ASTRONAUT_FACE = (175, 50, 275, 185)
@@ -26,7 +24,7 @@ def _iou(a, b):
 
 
 def test_the_astronaut_has_one_face_where_it_is(detector):
-  found = detector.detect(skimage_data.astronaut())
+  found = detector.detect(samples.astronaut())
   assert len(found) == 1
   assert _iou(found[0].box, ASTRONAUT_FACE) > 0.6
   assert found[0].score > 0.8
@@ -38,11 +36,12 @@ def test_the_astronaut_has_one_face_where_it_is(detector):
 
 @pytest.mark.parametrize("name", ["coffee", "rocket", "chelsea"])
 def test_no_face_in_photos_without_people(detector, name):
+  skimage_data = pytest.importorskip("skimage.data")  # photos that ferjax does not ship
   assert detector.detect(getattr(skimage_data, name)()) == []
 
 
 def test_faces_pasted_into_a_scene_are_found_at_their_places(detector):
-  face = Image.fromarray(skimage_data.astronaut()).crop((150, 20, 300, 210))  # 150x190
+  face = Image.fromarray(samples.astronaut()).crop((150, 20, 300, 210))  # 150x190
   scene = Image.new("RGB", (1280, 720), (90, 110, 100))
   placed = []
   for (x, y), scale in (((60, 80), 1.0), ((500, 300), 0.6), ((900, 60), 1.5)):
@@ -58,7 +57,7 @@ def test_faces_pasted_into_a_scene_are_found_at_their_places(detector):
 
 
 def test_crop_is_rotated_upright_by_the_eyes(detector):
-  photo = Image.fromarray(skimage_data.astronaut())
+  photo = Image.fromarray(samples.astronaut())
   tilted = photo.rotate(25, center=(225, 118), resample=Image.Resampling.BILINEAR,
                         fillcolor=(128, 128, 128))
   (a,), (b,) = detector.detect(np.asarray(photo)), detector.detect(np.asarray(tilted))
@@ -74,7 +73,7 @@ def test_crop_is_rotated_upright_by_the_eyes(detector):
 def test_crop_frames_the_face_like_fer2013(detector):
   """A FER-framed crop, upscaled and detected again, frames the face as FER2013's
   images do (median 1.04 box sides a frame, experiments/face_framing.py)."""
-  photo = Image.fromarray(skimage_data.astronaut())
+  photo = Image.fromarray(samples.astronaut())
   (face,) = detector.detect(np.asarray(photo))
   crop = faces.face_crop(photo.convert("L"), face)
   assert crop.shape == (48, 48) and crop.dtype == np.uint8

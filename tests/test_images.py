@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ferjax import images
+from ferjax import images, samples
 from ferjax.images import ImageError
 
 
 def _face() -> np.ndarray:
-  """A real face (scikit-image's astronaut sample) as 8-bit grayscale, 96x96."""
-  from skimage import data
-  gray = Image.fromarray(data.astronaut()).convert("L").crop((170, 50, 280, 180))
+  """A real face (the astronaut sample) as 8-bit grayscale, 96x96."""
+  gray = Image.fromarray(samples.astronaut()).convert("L").crop((170, 50, 280, 180))
   return np.asarray(gray.resize((96, 96)), np.uint8)
 
 

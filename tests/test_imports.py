@@ -13,9 +13,7 @@ import sys
 import pytest
 from PIL import Image
 
-from ferjax import errors
-
-skimage_data = pytest.importorskip("skimage.data")
+from ferjax import errors, samples
 
 # Modules that only the extras install (or that they pull in: OpenCV and PyAV through
 # trackers, TensorFlow never): the photo path must import none of them.
@@ -37,7 +35,7 @@ def _python(code: str, *, hide=()) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def photo(tmp_path_factory):
   path = tmp_path_factory.mktemp("photo") / "astronaut.jpg"
-  Image.fromarray(skimage_data.astronaut()).save(path, quality=92)
+  Image.fromarray(samples.astronaut()).save(path, quality=92)
   return path
 
 

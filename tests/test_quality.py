@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from ferjax import faces, quality
+from ferjax import faces, quality, samples
 
-# The astronaut's face in scikit-image's sample (found by CenterFace: box and the five
+# The astronaut's face in ferjax's sample photo (found by CenterFace: box and the five
 # landmarks, in the photo's pixels).
 ASTRONAUT_BOX = (181.5, 58.2, 269.9, 177.8)
 ASTRONAUT_LANDMARKS = np.array([[203.2, 101.7], [247.0, 104.5], [223.3, 125.1],
@@ -24,9 +24,8 @@ ASTRONAUT_LANDMARKS = np.array([[203.2, 101.7], [247.0, 104.5], [223.3, 125.1],
 @pytest.fixture(scope="module")
 def face():
   """(48x48 crop of a real face, side of its square in the photo)."""
-  from skimage import data
   f = faces.Face(box=ASTRONAUT_BOX, score=1.0, landmarks=ASTRONAUT_LANDMARKS)
-  gray = Image.fromarray(data.astronaut()).convert("L")
+  gray = Image.fromarray(samples.astronaut()).convert("L")
   return faces.face_crop(gray, f), faces.frame_side(f)
 
 
@@ -95,11 +94,9 @@ def test_each_flag_from_its_degradation(face):
 
 def test_flags_reach_json_csv_and_the_table(tmp_path, capsys):
   """A 24x24 face crop, classified whole, is small; each output says so."""
-  from skimage import data
-
   from ferjax import predict
   from ferjax.errors import run_cli
-  gray = Image.fromarray(data.astronaut()).convert("L")
+  gray = Image.fromarray(samples.astronaut()).convert("L")
   f = faces.Face(box=ASTRONAUT_BOX, score=1.0, landmarks=ASTRONAUT_LANDMARKS)
   small = Image.fromarray(faces.face_crop(gray, f, size=24))
   path = tmp_path / "small_face.png"

@@ -13,9 +13,8 @@ import pytest
 from PIL import Image
 
 httpx = pytest.importorskip("httpx")
-skimage_data = pytest.importorskip("skimage.data")
 
-from ferjax import loadtest, serve  # noqa: E402
+from ferjax import loadtest, samples, serve  # noqa: E402
 from ferjax.classes import CLASSES_6  # noqa: E402
 from ferjax.predictor import Predictor  # noqa: E402
 
@@ -254,7 +253,7 @@ def browser(tmp_path_factory):
   sync_api = pytest.importorskip("playwright.sync_api")
   video = tmp_path_factory.mktemp("camera") / "face.y4m"
   canvas = Image.new("RGB", (640, 480), (40, 40, 40))
-  canvas.paste(Image.fromarray(skimage_data.astronaut()).resize((400, 400)), (120, 40))
+  canvas.paste(Image.fromarray(samples.astronaut()).resize((400, 400)), (120, 40))
   _write_y4m(video, [np.asarray(canvas)] * 10)
   with sync_api.sync_playwright() as p:
     b = p.chromium.launch(executable_path=CHROMIUM, args=[
@@ -266,7 +265,7 @@ def browser(tmp_path_factory):
 
 def test_page_upload_shows_a_label(browser, url, tmp_path):
   path = tmp_path / "astronaut.jpg"
-  Image.fromarray(skimage_data.astronaut()).save(path)
+  Image.fromarray(samples.astronaut()).save(path)
   page = browser.new_page(viewport={"width": 1000, "height": 800})
   page.goto(url + "/")
   page.set_input_files("#file", str(path))

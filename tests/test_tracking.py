@@ -67,11 +67,10 @@ def two_people(tmp_path_factory):
   """Two faces crossing the frame in opposite directions (one above the other); the
   top one is hidden for two frames half way."""
   import imageio_ffmpeg
-  from skimage import data
 
-  from ferjax import predict
+  from ferjax import predict, samples
   predict._no_python_in_forked_child()  # no JAX fork warning from ffmpeg's start
-  face = Image.fromarray(data.astronaut()).crop((150, 30, 300, 210)).resize((100, 120))
+  face = Image.fromarray(samples.astronaut()).crop((150, 30, 300, 210)).resize((100, 120))
   path = tmp_path_factory.mktemp("video") / "two.mp4"
   writer = imageio_ffmpeg.write_frames(str(path), (480, 300), fps=8, macro_block_size=1)
   writer.send(None)
