@@ -4,7 +4,7 @@ photo from a cold start, on this machine. Run it with nothing else on the cores.
     python experiments/predict_workers.py [--photos 200] [--workers 1 2] \
         > experiments/results/onnx/predict_workers.json
 
-The photos are generated: scikit-image's astronaut, letterboxed to 640x480 and turned
+The photos are generated: ferjax's astronaut sample, letterboxed to 640x480 and turned
 a little differently in each (JPEG, quality 90), one face each. Each count of workers
 runs the whole command (start-up included) on all of them, `--out` into a fresh
 folder; photos/s is photos over wall time. "cold" is `predict` on one of them, per
@@ -27,8 +27,8 @@ from PIL import Image
 
 
 def make_photos(folder: Path, n: int) -> list[Path]:
-  from skimage import data
-  face = Image.fromarray(data.astronaut()).resize((480, 480))
+  from ferjax import samples
+  face = Image.fromarray(samples.astronaut()).resize((480, 480))
   paths = []
   for i in range(n):
     canvas = Image.new("RGB", (640, 480), (40, 40, 40))
