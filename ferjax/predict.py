@@ -39,7 +39,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -465,18 +465,35 @@ def _add_audio(video_only: Path, source: Path, target: Path) -> bool:
   return has_audio
 
 
-def tracked_frames(path: Path, predictor, *, detect, every, fps, smooth):
+# tracked_frames' stages, in order, as its `on_stage` hears of them.
+VIDEO_STAGES = ("decode", "detect_and_crop", "classify", "track")
+
+
+def tracked_frames(path: Path, predictor, *, detect, every, fps, smooth,
+                   on_stage: Callable[[str], None] | None = None):
   """(frame index, seconds, RGB frame, analysed frames/s, faces, VideoTracks) per
-  analysed frame of a video: its faces classified, tracked and smoothed."""
+  analysed frame of a video: its faces classified, tracked and smoothed.
+
+  `on_stage`, where given, is called with each stage's name (`VIDEO_STAGES`) as that
+  stage of a frame ends, so that a caller can time the stages (ferjax.videobench)."""
   from ferjax.tracking import VideoTracks
   tracks = None
   for i, t, rgb, rate in video_frames(path, every=every, fps=fps):
+    if on_stage is not None:
+      on_stage("decode")
     crops, meta = predictor.crops(rgb, detect=detect)
+    if on_stage is not None:
+      on_stage("detect_and_crop")
     (faces,) = predictor.classify_crops([crops], [meta])
+    if on_stage is not None:
+      on_stage("classify")
     if tracks is None:
       tracks = VideoTracks(predictor.classes, fps=rate, smooth_s=smooth,
                            min_confidence=predictor.min_confidence)
-    yield i, t, rgb, rate, tracks.update(faces, t), tracks
+    faces = tracks.update(faces, t)
+    if on_stage is not None:
+      on_stage("track")
+    yield i, t, rgb, rate, faces, tracks
 
 
 def _run_video(path, predictor, out, args, detect, annotate_path) -> int:

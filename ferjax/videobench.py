@@ -51,31 +51,23 @@ def make_video(path: Path, size: tuple[int, int], seconds: float, *, fps: int = 
 
 
 def breakdown(path: Path, fps: float | None, *, backend: str | None = None) -> dict:
-  """Seconds per analysed frame, by stage, in this process after a warm-up."""
+  """Seconds per analysed frame, by stage, in this process after a warm-up: the
+  frames `python -m ferjax.predict` analyses, through the same loop."""
   from ferjax import predict
   from ferjax.predictor import Predictor
-  from ferjax.tracking import VideoTracks
   predictor = Predictor.from_pretrained(**({"backend": backend} if backend else {}))
   predictor.classifier.warm_up()
-  parts = {"decode": 0.0, "detect_and_crop": 0.0, "classify": 0.0, "track": 0.0}
-  frames, tracks = 0, None
-  t = time.perf_counter()
-  for _, ts, rgb, rate in predict.video_frames(path, every=None, fps=fps):
-    t1 = time.perf_counter()
-    parts["decode"] += t1 - t
-    crops, meta = predictor.crops(rgb)
-    t2 = time.perf_counter()
-    (faces,) = predictor.classify_crops([crops], [meta])
-    t3 = time.perf_counter()
-    if tracks is None:
-      tracks = VideoTracks(predictor.classes, fps=rate, smooth_s=0.5,
-                           min_confidence=predictor.min_confidence)
-    tracks.update(faces, ts)
-    t = time.perf_counter()
-    parts["detect_and_crop"] += t2 - t1
-    parts["classify"] += t3 - t2
-    parts["track"] += t - t3
-    frames += 1
+  parts = dict.fromkeys(predict.VIDEO_STAGES, 0.0)
+  last = time.perf_counter()
+
+  def on_stage(stage: str) -> None:
+    nonlocal last
+    now = time.perf_counter()
+    parts[stage] += now - last
+    last = now
+
+  frames = sum(1 for _ in predict.tracked_frames(
+      path, predictor, detect=None, every=None, fps=fps, smooth=0.5, on_stage=on_stage))
   total = sum(parts.values())
   return {"frames": frames, "frames_per_second": round(frames / total, 2),
           "ms_per_frame": {k: round(1000 * v / frames, 2) for k, v in parts.items()}}

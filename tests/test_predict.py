@@ -85,17 +85,22 @@ def test_exit_status_when_nothing_could_be_processed(photos, tiny_weights, tmp_p
   assert code == 2
 
 
-def test_a_video_gives_one_row_per_processed_frame(tiny_weights, tmp_path, capsys,
-                                                   monkeypatch):
+def _astronaut_clip(path, *, side: int, frames: int):
+  """A 5 frames/s video of the astronaut photo (side x side) sliding right 4 px a frame."""
   import imageio_ffmpeg
-  monkeypatch.setenv("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")  # the test's own writer
-  frame = np.asarray(Image.fromarray(skimage_data.astronaut()).resize((320, 320)))
-  path = tmp_path / "clip.mp4"
-  writer = imageio_ffmpeg.write_frames(str(path), (320, 320), fps=5, macro_block_size=1)
+  frame = np.asarray(Image.fromarray(skimage_data.astronaut()).resize((side, side)))
+  writer = imageio_ffmpeg.write_frames(str(path), (side, side), fps=5, macro_block_size=1)
   writer.send(None)
-  for i in range(10):
+  for i in range(frames):
     writer.send(np.roll(frame, 4 * i, axis=1).tobytes())
   writer.close()
+  return path
+
+
+def test_a_video_gives_one_row_per_processed_frame(tiny_weights, tmp_path, capsys,
+                                                   monkeypatch):
+  monkeypatch.setenv("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")  # the test's own writer
+  path = _astronaut_clip(tmp_path / "clip.mp4", side=320, frames=10)
   (tmp_path / "broken.mp4").write_bytes(b"\x00" * 1000)
   code, out, err = _run([str(path), str(tmp_path / "broken.mp4"), "--weights",
                          str(tiny_weights), "--json", "--every", "3",
@@ -106,6 +111,25 @@ def test_a_video_gives_one_row_per_processed_frame(tiny_weights, tmp_path, capsy
   assert [r["time"] for r in rows] == [0.0, 0.6, 1.2, 1.8]
   assert "broken.mp4: " in err and "Traceback" not in err
   assert (tmp_path / "ann" / "clip.mp4").stat().st_size > 1000
+
+
+def test_tracked_frames_names_each_stage_as_it_ends_and_yields_the_same(
+    tiny_weights, tmp_path, monkeypatch):
+  """`on_stage` (how videobench times the stages) hears every stage of every frame in
+  order, and changes nothing that the loop yields."""
+  from ferjax.predictor import Predictor
+  monkeypatch.setenv("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")  # the test's own writer
+  path = _astronaut_clip(tmp_path / "clip.mp4", side=160, frames=4)
+  predictor = Predictor.load(weights=str(tiny_weights))
+
+  def frames(**kw):
+    return [(i, t, faces) for i, t, _, _, faces, _ in predict.tracked_frames(
+        path, predictor, detect=None, every=None, fps=None, smooth=0.5, **kw)]
+
+  heard = []
+  timed = frames(on_stage=heard.append)
+  assert heard == list(predict.VIDEO_STAGES) * 4
+  assert timed == frames() and sum(len(f) for _, _, f in timed) > 0
 
 
 def test_annotate_never_writes_over_a_file_inputs_included(tiny_weights, tmp_path,
