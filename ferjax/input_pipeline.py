@@ -199,14 +199,19 @@ def split_validation(labels: np.ndarray, *, fraction: float, seed: int
 
 
 def cut_validation(full: Split, *, fraction: float, seed: int,
-                   train_limit: int | None = None) -> tuple[Split, Split]:
+                   train_limit: int | None = None, final_fit: bool = False
+                   ) -> tuple[Split, Split | None]:
   """(train, validation) of a training split: the stratified, seeded validation cut,
-  then --train-limit's stratified subset of what is left for training."""
-  train_idx, val_idx = split_validation(full.labels, fraction=fraction, seed=seed)
-  train = full.take(train_idx)
+  then --train-limit's stratified subset of what is left for training. A final fit
+  (`final_fit`) trains on the whole split and holds nothing out: (train, None)."""
+  if final_fit:
+    train, val = full, None
+  else:
+    train_idx, val_idx = split_validation(full.labels, fraction=fraction, seed=seed)
+    train, val = full.take(train_idx), full.take(val_idx)
   if train_limit:
     train = train.take(stratified_limit(train.labels, train_limit))
-  return train, full.take(val_idx)
+  return train, val
 
 
 def stratified_limit(labels: np.ndarray, n: int) -> np.ndarray:
