@@ -116,9 +116,9 @@ def write_report(config: Config, workdir: Path, *, predictor: SplitPredictor, st
   report.json, curves.png, confusion.png and calibration.json, and returns the report.
 
   Args:
-    data: the run's splits, as attributes train, val and test (None: no test split),
-      and test_name, the test split's name (public_test where the source tells the
-      halves of test/ apart); report.json keeps it under "test", with its "split".
+    data: the run's splits (`ferjax.train.Data`): train, val and test (None: no test
+      split), and test_name, the test split's name (public_test where the source tells
+      the halves of test/ apart); report.json keeps it under "test", with its "split".
     history: the metrics rows of every epoch.
     run: the loop's state (epochs run, best epoch, whether it stopped early).
   """
@@ -146,8 +146,7 @@ def write_report(config: Config, workdir: Path, *, predictor: SplitPredictor, st
   if data.test is not None:
     test_probs = predictor.probs(state, data.test)
     test_tta = predictor.probs(state, data.test, tta=True)
-    out["test"] = summarize(data.test.labels, test_probs, test_tta, names,
-                            getattr(data, "test_name", "test"))
+    out["test"] = summarize(data.test.labels, test_probs, test_tta, names, data.test_name)
   else:
     out["test"] = None
   if workdir_lib.writes():

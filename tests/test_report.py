@@ -1,7 +1,5 @@
 """ferjax.report: metrics computed right, figures written, a run's report written whole."""
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 
@@ -47,13 +45,15 @@ def test_write_report_writes_every_file_from_the_state_it_is_given(tmp_path, cap
   from ferjax import calibration, configs, input_pipeline
   from ferjax import state as state_lib
   from ferjax.inference import SplitPredictor
+  from ferjax.train import Data
   from ferjax.workdir import LoopState
   from conftest import make_images
   config = dataclasses.replace(configs.tiny(), num_classes=7)
   mesh = state_lib.make_mesh()
   state = state_lib.init_state(config, mesh=mesh, steps_per_epoch=1)
   split = input_pipeline.Split(*make_images(2, seed=0))
-  data = SimpleNamespace(train=split, val=split.take(np.arange(0, 14, 2)), test=None)
+  data = Data(train=split, val=split.take(np.arange(0, 14, 2)),
+              test=split.take(np.arange(1, 14, 2)), test_name="public_test")
   history = [{"epoch": e, "train_loss": 1.0, "val_loss": 1.0, "train_accuracy": 0.5,
               "val_accuracy": 0.5, "epoch_seconds": 1.25} for e in (1, 2)]
   predictor = SplitPredictor(input_size=config.input_size, mesh=mesh)
@@ -64,7 +64,8 @@ def test_write_report_writes_every_file_from_the_state_it_is_given(tmp_path, cap
                       "train_seconds", "device", "train_accuracy_clean", "validation",
                       "calibration", "test"}
   assert (out["epochs_run"], out["best_epoch"], out["train_seconds"]) == (2, 1, 2.5)
-  assert out["test"] is None and out["validation"]["n"] == 7
+  assert out["validation"]["n"] == 7
+  assert (out["test"]["split"], out["test"]["n"]) == ("public_test", 7)
   val_probs = predictor.probs(state, data.val)
   assert out["validation"]["accuracy"] == report.loss_and_accuracy(
       val_probs, data.val.labels)[1]
@@ -73,4 +74,10 @@ def test_write_report_writes_every_file_from_the_state_it_is_given(tmp_path, cap
   assert saved["step"] == int(state.step) and saved["fit"] == out["calibration"]
   for name in ("curves.png", "confusion.png"):
     assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-  assert "report in" in capsys.readouterr().err
+  assert ", public_test " in capsys.readouterr().err  # the final line names the split
+  no_test = dataclasses.replace(data, test=None)
+  (tmp_path / "no_test").mkdir()
+  out = report.write_report(config, tmp_path / "no_test", predictor=predictor,
+                            state=state, data=no_test, history=history,
+                            run=LoopState(epoch=2, best_epoch=1))
+  assert out["test"] is None and "report in" in capsys.readouterr().err
