@@ -52,6 +52,12 @@ def calibrate(*, workdir=None, weights=None, pretrained: bool = False, out,
   out = export.check_output(out, force=force)
   clf = evaluate.load_classifier(workdir=workdir, weights=weights, pretrained=pretrained)
   cut = evaluate.data_cut(clf, workdir)
+  if cut.get("final_fit"):
+    raise ConfigError(
+        "This model is a final fit: it trained on the validation images too, so none "
+        "are held out to calibrate on (a calibration fitted on training images would "
+        "trust the model too much). Its weights are uncalibrated; the run that fixed "
+        "its recipe on the validation split has a calibration of its own.")
   val = evaluate.load_split("validation", num_classes=clf.info.num_classes, data=data,
                             data_dir=data_dir, **cut)
   entry = fit_calibration(clf, val, vector=vector, target=target)

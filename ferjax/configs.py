@@ -50,7 +50,13 @@ class Config:
   weight_decay: float = 0.0
   schedule: str = "constant"  # constant | cosine (linear warm-up, cosine decay to 0)
   warmup_epochs: float = 0.0
+  # The cosine schedule ends at this fraction of the peak learning rate (0: at zero).
+  final_lr_fraction: float = 0.0
   label_smoothing: float = 0.0
+  # An exponential moving average of the weights (and BatchNorm statistics), updated
+  # every step with decay min(ema_decay, (1 + step) / (10 + step)); when on (> 0) it is
+  # what is validated, kept as the best checkpoint, reported and exported. 0: off.
+  ema_decay: float = 0.0
   early_stopping: bool = False
   patience: int = 3
   monitor: str = "val_loss"  # val_loss (lower is better) | val_accuracy
@@ -59,6 +65,10 @@ class Config:
   val_fraction: float = 0.1
   val_seed: int = 0
   train_limit: int | None = None
+  # Train on all of train/, the validation images too, for `epochs`, and keep the last
+  # epoch: nothing is held out, so nothing is chosen, monitored or calibrated. For a
+  # recipe whose every choice an earlier run fixed on the validation split.
+  final_fit: bool = False
   dtype: str = "float32"  # one of TRAIN_DTYPES (compute; parameters stay float32)
   # Side of the square the network sees. Below 48, training takes a random crop of
   # each augmented image, evaluation the centre crop and TTA the ten-crop views.
@@ -90,6 +100,10 @@ class Config:
     for name in ("weight_decay", "warmup_epochs"):
       if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):
         raise ConfigError(f"{name} must be at least 0; got {getattr(self, name)}")
+    for name in ("ema_decay", "final_lr_fraction"):
+      if not 0 <= getattr(self, name) < 1:
+        raise ConfigError(f"{name} must be at least 0 and below 1; got "
+                          f"{getattr(self, name)}")
     if not 0 <= self.label_smoothing < 1:
       raise ConfigError("label_smoothing must be at least 0 and below 1; got "
                         f"{self.label_smoothing}")

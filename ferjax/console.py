@@ -70,8 +70,9 @@ class Progress:
 
 def epoch_done(row: dict, *, epochs: int, improved: bool) -> None:
   """The line that ends an epoch: its metrics row, and a star where it improved."""
+  val = ("no validation (final fit)" if row["val_accuracy"] is None else
+         f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f}")
   print(f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} "
-        f"acc {row['train_accuracy']:.4f} | val loss {row['val_loss']:.4f} "
-        f"acc {row['val_accuracy']:.4f} | {row['epoch_seconds']:.0f}s "
+        f"acc {row['train_accuracy']:.4f} | {val} | {row['epoch_seconds']:.0f}s "
         f"{row['images_per_second']:.0f} img/s" + (" *" if improved else ""),
         file=sys.stderr, flush=True)

@@ -52,17 +52,25 @@ def load_classifier(*, workdir=None, weights=None, pretrained: bool = False,
 
 def load_split(split: str, *, num_classes: int, data=None, data_dir=None,
                val_fraction: float = 0.1, val_seed: int = 0,
-               train_limit: int | None = None) -> input_pipeline.Split:
-  """One of SPLITS (validation and train: the cut that training makes of train/)."""
+               train_limit: int | None = None, final_fit: bool = False
+               ) -> input_pipeline.Split:
+  """One of SPLITS (validation and train: the cut that training makes of train/;
+  a final fit's model has no validation split, since it trained on those images)."""
   if split not in SPLITS:
     raise ConfigError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
+  if split == "validation" and final_fit:
+    raise ConfigError(
+        "This model is a final fit: it trained on the validation images too, so a "
+        "validation figure would be a training figure. Measure it on a test split "
+        "(--split public_test), or on the validation split of the run that fixed its "
+        "recipe.")
   if split not in ("validation", "train"):
     return input_pipeline.load_fer2013(data, splits=(split,), num_classes=num_classes,
                                        data_dir=data_dir, required=(split,))[split]
   full = input_pipeline.load_fer2013(data, splits=("train",), num_classes=num_classes,
                                      data_dir=data_dir)["train"]
   train, val = input_pipeline.cut_validation(full, fraction=val_fraction, seed=val_seed,
-                                             train_limit=train_limit)
+                                             train_limit=train_limit, final_fit=final_fit)
   return val if split == "validation" else train
 
 
@@ -113,9 +121,9 @@ def data_cut(clf: inference.Classifier, workdir=None) -> dict:
   if workdir is not None:
     config = load_run_config(workdir)
     return {"val_fraction": config.val_fraction, "val_seed": config.val_seed,
-            "train_limit": config.train_limit}
+            "train_limit": config.train_limit, "final_fit": config.final_fit}
   return {k: v for k, v in clf.info.source.items()
-          if k in ("val_fraction", "val_seed", "train_limit")}
+          if k in ("val_fraction", "val_seed", "train_limit", "final_fit")}
 
 
 def main(argv=None) -> None:

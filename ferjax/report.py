@@ -64,10 +64,12 @@ def plot_curves(metrics: list[dict], path: Path, *, title: str,
     return
   epochs = [m["epoch"] for m in metrics]
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-  for key, label in (("train_loss", train_label), ("val_loss", "validation")):
-    ax1.plot(epochs, [m[key] for m in metrics], marker=".", label=label)
-  for key, label in (("train_accuracy", train_label), ("val_accuracy", "validation")):
-    ax2.plot(epochs, [m[key] for m in metrics], marker=".", label=label)
+  validated = any(m.get("val_accuracy") is not None for m in metrics)  # final fit: no
+  for ax, kind in ((ax1, "loss"), (ax2, "accuracy")):
+    ax.plot(epochs, [m[f"train_{kind}"] for m in metrics], marker=".", label=train_label)
+    if validated:
+      ax.plot(epochs, [m[f"val_{kind}"] for m in metrics], marker=".",
+              label="validation")
   ax1.set(xlabel="epoch", ylabel="loss", title="loss")
   ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
   for ax in (ax1, ax2):
@@ -134,15 +136,19 @@ def write_report(config: Config, workdir: Path, *, predictor: SplitPredictor, st
   out["train_accuracy_clean"] = loss_and_accuracy(train_probs, data.train.labels)[1]
   # The validation split's logits serve both its accuracy and the calibration of the
   # best checkpoint (ferjax.calibration), which export then writes with the weights.
-  val_logits = predictor.logits(state, data.val)
-  val_logits_tta = predictor.logits(state, data.val, tta=True)
-  identity = calibration.Scaling.identity(config.num_classes)
-  val_probs = calibration.calibrated_probs(val_logits, identity)
-  val_tta = calibration.calibrated_probs(val_logits_tta, identity)
-  out["validation"] = summarize(data.val.labels, val_probs, val_tta, names, "validation")
-  fitted = {**calibration.fit_entry(val_logits, val_logits_tta, data.val.labels),
-            "step": int(state.step)}
-  out["calibration"] = fitted["fit"]
+  # A final fit holds nothing out: no validation figure and no calibration.
+  out["validation"] = out["calibration"] = fitted = None
+  if data.val is not None:
+    val_logits = predictor.logits(state, data.val)
+    val_logits_tta = predictor.logits(state, data.val, tta=True)
+    identity = calibration.Scaling.identity(config.num_classes)
+    val_probs = calibration.calibrated_probs(val_logits, identity)
+    val_tta = calibration.calibrated_probs(val_logits_tta, identity)
+    out["validation"] = summarize(data.val.labels, val_probs, val_tta, names,
+                                  "validation")
+    fitted = {**calibration.fit_entry(val_logits, val_logits_tta, data.val.labels),
+              "step": int(state.step)}
+    out["calibration"] = fitted["fit"]
   if data.test is not None:
     test_probs = predictor.probs(state, data.test)
     test_tta = predictor.probs(state, data.test, tta=True)
@@ -150,16 +156,22 @@ def write_report(config: Config, workdir: Path, *, predictor: SplitPredictor, st
   else:
     out["test"] = None
   if workdir_lib.writes():
-    workdir_lib.write_atomic(workdir / calibration.RUN_FILE, json.dumps(fitted, indent=2))
+    if fitted is not None:
+      workdir_lib.write_atomic(workdir / calibration.RUN_FILE,
+                               json.dumps(fitted, indent=2))
     (workdir / workdir_lib.REPORT).write_text(json.dumps(out, indent=2))
     plot_run_curves(history, workdir / workdir_lib.CURVES, variant=config.variant,
                     model=config.model, augmented=config.augment.enabled)
-    plot_confusion(out["test"] or out["validation"], workdir / workdir_lib.CONFUSION,
-                   title=f"ferjax {config.variant} ({config.model})")
-  cal = fitted["fit"]["single"]
-  line = (f"{config.variant}: clean train accuracy {out['train_accuracy_clean']:.4f}, "
-          f"validation {out['validation']['accuracy']:.4f} (calibrated: ECE "
-          f"{cal['before']['ece']:.3f} -> {cal['after']['ece']:.3f})")
+    if out["test"] or out["validation"]:  # a final fit without test/ has neither
+      plot_confusion(out["test"] or out["validation"], workdir / workdir_lib.CONFUSION,
+                     title=f"ferjax {config.variant} ({config.model})")
+  line = f"{config.variant}: clean train accuracy {out['train_accuracy_clean']:.4f}, "
+  if fitted is None:
+    line += "no validation (final fit; uncalibrated)"
+  else:
+    cal = fitted["fit"]["single"]
+    line += (f"validation {out['validation']['accuracy']:.4f} (calibrated: ECE "
+             f"{cal['before']['ece']:.3f} -> {cal['after']['ece']:.3f})")
   if out["test"]:
     line += (f", {out['test']['split']} {out['test']['accuracy']:.4f} "
              f"(with TTA {out['test']['accuracy_tta']:.4f})")

@@ -25,6 +25,18 @@ from ferjax.errors import ConfigError
 
 class TrainState(train_state.TrainState):
   batch_stats: Any = None
+  # The moving average of params and batch_stats ({"params", "batch_stats"}) where the
+  # config keeps one (`ema_decay` > 0), else None (no leaves: checkpoints without it
+  # restore as they are).
+  ema: Any = None
+
+
+def for_evaluation(state: TrainState) -> TrainState:
+  """The state to validate, keep as best and export: its moving average of the weights
+  where it keeps one (in `params` and `batch_stats`; the same tree), else itself."""
+  if state.ema is None:
+    return state
+  return state.replace(params=state.ema["params"], batch_stats=state.ema["batch_stats"])
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -59,7 +71,8 @@ def make_optimizer(config: Config, steps_per_epoch: int):
     warmup = int(config.warmup_epochs * steps_per_epoch)
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=config.learning_rate, warmup_steps=warmup,
-        decay_steps=max(total, warmup + 1), end_value=0.0)
+        decay_steps=max(total, warmup + 1),
+        end_value=config.final_lr_fraction * config.learning_rate)
   elif config.schedule == "constant":
     schedule = optax.constant_schedule(config.learning_rate)
   else:
@@ -95,8 +108,13 @@ def create_train_state(config: Config, *, key: jax.Array, steps_per_epoch: int
   side = config.input_size
   variables = model.init(key, jnp.zeros((1, side, side, 1), jnp.float32), train=False)
   tx, _ = make_optimizer(config, steps_per_epoch)
+  batch_stats = variables.get("batch_stats", {})
+  ema = None
+  if config.ema_decay > 0:
+    ema = jax.tree.map(jnp.copy, {"params": variables["params"],
+                                  "batch_stats": batch_stats})
   state = TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
-                            batch_stats=variables.get("batch_stats", {}))
+                            batch_stats=batch_stats, ema=ema)
   # A strongly typed step: a restored one is, and a weak one would recompile the step.
   return state.replace(step=jnp.zeros((), jnp.int32))
 

@@ -49,11 +49,22 @@ def train_step(state: TrainState, images: jax.Array, labels: jax.Array,
       state.params)
   state = state.apply_gradients(grads=grads,
                                 batch_stats=updates.get("batch_stats", {}))
+  if state.ema is not None:
+    state = state.replace(ema=update_ema(state.ema, state, config.ema_decay))
   n = labels.shape[0]
   metrics = {"loss_sum": loss * n,
              "correct": jnp.sum(jnp.argmax(logits, -1) == labels),
              "count": jnp.asarray(n, jnp.int32)}
   return state, metrics
+
+
+def update_ema(ema: dict, state: TrainState, decay: float) -> dict:
+  """The moving average after `state`'s step: decay min(decay, (1 + t) / (10 + t)) at
+  step t, so that the first steps' random weights fade quickly."""
+  t = state.step.astype(jnp.float32)
+  d = jnp.minimum(decay, (1 + t) / (10 + t))
+  new = {"params": state.params, "batch_stats": state.batch_stats}
+  return jax.tree.map(lambda e, p: d * e + (1 - d) * p, ema, new)
 
 
 def jit_train_step(config: Config, mesh: Mesh):

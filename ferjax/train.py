@@ -35,8 +35,8 @@ from ferjax import workdir as workdir_lib
 from ferjax.configs import Config
 from ferjax.errors import ConfigError, DataError, TrainingDiverged, run_cli
 from ferjax.inference import SplitPredictor
-from ferjax.state import (abstract_like, check_batch_size, host_slice, init_state,
-                          make_mesh, make_optimizer, shard_batch)
+from ferjax.state import (abstract_like, check_batch_size, for_evaluation, host_slice,
+                          init_state, make_mesh, make_optimizer, shard_batch)
 from ferjax.workdir import LoopState
 
 # Exit status of a run that was interrupted (SIGINT/SIGTERM) after saving a checkpoint:
@@ -46,10 +46,11 @@ EXIT_INTERRUPTED = 3
 
 @dataclasses.dataclass
 class Data:
-  """A run's splits: train and validation (cut from train/), and test where present
-  (PublicTest where the source tells test's halves apart: `test_name`)."""
+  """A run's splits: train and validation (cut from train/; None in a final fit), and
+  test where present (PublicTest where the source tells test's halves apart:
+  `test_name`)."""
   train: input_pipeline.Split
-  val: input_pipeline.Split
+  val: input_pipeline.Split | None
   test: input_pipeline.Split | None
   test_name: str = "test"
 
@@ -63,7 +64,7 @@ def prepare_data(config: Config, *, data=None, data_dir=None) -> Data:
                                         data_dir=data_dir)
   train, val = input_pipeline.cut_validation(
       loaded["train"], fraction=config.val_fraction, seed=config.val_seed,
-      train_limit=config.train_limit)
+      train_limit=config.train_limit, final_fit=config.final_fit)
   if len(train) < config.batch_size:
     raise DataError(f"Only {len(train)} training images after the validation cut, fewer "
                     f"than one batch of {config.batch_size}: lower --batch-size or add "
@@ -109,7 +110,9 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, data=None,
 def _train(config: Config, workdir: Path, *, ds: Data, mesh: Mesh,
            ckpt: checkpointing.Checkpoints, stop_after_steps: int | None) -> dict | None:
   spe = configs.steps_per_epoch(len(ds.train), config.batch_size)
-  print(f"{config.variant}: {len(ds.train)} train / {len(ds.val)} validation images, "
+  held_out = (f"{len(ds.val)} validation images" if ds.val is not None else
+              "none held out (final fit: the last epoch is the model)")
+  print(f"{config.variant}: {len(ds.train)} train / {held_out}, "
         f"{spe} steps per epoch, {mesh.devices.size} device(s) "
         f"({jax.devices()[0].platform})", file=sys.stderr)
   state = init_state(config, mesh=mesh, steps_per_epoch=spe)
@@ -150,8 +153,10 @@ def _train(config: Config, workdir: Path, *, ds: Data, mesh: Mesh,
         ckpt.save("latest", int(state.step), state, loop.to_json())
         return _stopped(f"at epoch {epoch + 1}, step {done_steps}/{spe}")
 
-      val_loss, val_acc = report.loss_and_accuracy(predictor.probs(state, ds.val),
-                                                   ds.val.labels)
+      val_loss = val_acc = None  # a final fit holds nothing out
+      if ds.val is not None:
+        val_loss, val_acc = report.loss_and_accuracy(
+            predictor.probs(for_evaluation(state), ds.val), ds.val.labels)
       row = {"epoch": epoch + 1,
              "train_loss": float(s["loss_sum"] / s["count"]),
              "train_accuracy": float(s["correct"] / s["count"]),
@@ -171,7 +176,7 @@ def _train(config: Config, workdir: Path, *, ds: Data, mesh: Mesh,
       console.epoch_done(row, epochs=config.epochs, improved=improved)
       # Without early stopping the final epoch is the model; with it, the best one.
       if improved or not config.early_stopping:
-        ckpt.save("best", int(state.step), state, loop.to_json())
+        ckpt.save("best", int(state.step), for_evaluation(state), loop.to_json())
       ckpt.save("latest", int(state.step), state, loop.to_json())
       if loop.stopped_early:
         print(f"Early stopping: no {config.monitor} improvement for "

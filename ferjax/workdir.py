@@ -252,9 +252,10 @@ class LoopState:
     known = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in d.items() if k in known})
 
-  def end_epoch(self, value: float, *, monitor: str) -> bool:
-    """Records a finished epoch's monitored value; returns whether it improved."""
-    improved = _is_better(value, self.best_value, monitor)
+  def end_epoch(self, value: float | None, *, monitor: str) -> bool:
+    """Records a finished epoch's monitored value; returns whether it improved. None
+    (a final fit, with nothing to monitor): every epoch is the best so far."""
+    improved = value is None or _is_better(value, self.best_value, monitor)
     if improved:
       self.best_value, self.best_epoch, self.wait = value, self.epoch + 1, 0
     else:

@@ -51,7 +51,11 @@ def test_set_reaches_top_level_and_augment_fields():
     ("seed=-1", "seed must be 0 to"),
     ("val_seed=-3", "val_seed must be 0 to"),
     ("weight_decay=nan", "weight_decay must be at least 0"),
-    ("dtype=float16", "dtype must be one of float32, bfloat16"),
+    ("dtype=float16", "dtype must be one of float32, bfloat16, auto"),
+    ("ema_decay=1", "ema_decay must be at least 0 and below 1"),
+    ("ema_decay=-0.1", "ema_decay must be at least 0 and below 1"),
+    ("final_lr_fraction=nan", "final_lr_fraction must be at least 0 and below 1"),
+    ("final_fit=maybe", "is not true or false"),
     ("conv_tuning.winograd_mb=0", "conv_tuning.winograd_mb must be a positive number of MB"),
     ("conv_tuning.taps_mb=nan", "conv_tuning.taps_mb must be a positive number of MB"),
     ("conv_tuning.chunk_mb=inf", "conv_tuning.chunk_mb must be a positive number of MB"),
@@ -75,6 +79,17 @@ def test_unknown_keys_in_a_saved_config_are_refused():
   d = json.loads(configs.get_config("tiny").to_json())
   del d["input_size"]
   assert configs.Config.from_dict(d).input_size == 48
+
+
+def test_the_cosine_schedule_ends_at_its_floor():
+  from ferjax import state as state_lib
+  for fraction in (0.0, 0.05):
+    config = configs.with_overrides(configs.get_config("augmented"),
+                                    [f"final_lr_fraction={fraction}"])
+    _, schedule = state_lib.make_optimizer(config, steps_per_epoch=10)
+    peak, end = float(schedule(10)), float(schedule(config.epochs * 10))
+    assert peak == pytest.approx(config.learning_rate)
+    assert end == pytest.approx(fraction * config.learning_rate, abs=1e-9)
 
 
 def test_steps_per_epoch_drops_the_remainder():
@@ -131,7 +146,8 @@ def test_commands_share_the_data_dtype_and_set_flags(capsys):
       ("train", train.main), ("evaluate", evaluate.main), ("bench", bench.main))}
   data = "--data DATA FER2013 zip, csv or folder (default: $FERJAX_DATA"
   assert data in helps["train"] and data in helps["evaluate"]
-  for name in ("train", "evaluate", "bench"):
-    assert "--dtype {float32,bfloat16}" in helps[name]
+  assert "--dtype {float32,bfloat16} " in helps["evaluate"]  # predicting: no auto
+  for name in ("train", "bench"):
+    assert "--dtype {float32,bfloat16,auto}" in helps[name]
   for name in ("train", "bench"):
     assert "--set KEY=VALUE set any config field" in helps[name]

@@ -96,6 +96,59 @@ def test_resume_equals_uninterrupted_and_no_recompilation(tmp_path, toy_zip, tfd
   assert got["validation"]["confusion_matrix"] == ref["validation"]["confusion_matrix"]
 
 
+def test_the_moving_average_of_the_weights_follows_its_formula():
+  config = dataclasses.replace(TINY, ema_decay=0.9)
+  mesh = state_lib.make_mesh()
+  state = state_lib.init_state(config, mesh=mesh, steps_per_epoch=4)
+  images, labels = make_images(2, seed=0)
+  batch = state_lib.shard_batch(mesh, images[:config.batch_size],
+                                labels[:config.batch_size])
+  step = steps_lib.jit_train_step(config, mesh)
+  f64 = lambda tree: jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
+  ema = f64(state.ema)
+  for t in (1, 2, 3):  # decay min(0.9, (1 + t) / (10 + t)): 2/11, 3/12, 4/13
+    state, _ = step(state, *batch, jax.random.key(0))
+    d = min(0.9, (1 + t) / (10 + t))
+    new = f64({"params": state.params, "batch_stats": state.batch_stats})
+    ema = jax.tree.map(lambda e, p, d=d: d * e + (1 - d) * p, ema, new)
+    for want, got in zip(jax.tree.leaves(ema), jax.tree.leaves(f64(state.ema))):
+      np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * max(1.0, np.abs(want).max()))
+  # Evaluation takes the average, in the same tree.
+  evaluated = state_lib.for_evaluation(state)
+  assert jax.tree.structure(evaluated) == jax.tree.structure(state)
+  jax.tree.map(np.testing.assert_array_equal, evaluated.params, state.ema["params"])
+  assert state_lib.for_evaluation(state.replace(ema=None)).params is state.params
+
+
+def test_a_run_with_a_moving_average_validates_keeps_and_resumes_it(tmp_path, toy_zip,
+                                                                    tfds_dir):
+  config = dataclasses.replace(TINY, ema_decay=0.6, early_stopping=False)
+  ref = train.train_and_evaluate(config, tmp_path / "a", data=toy_zip, data_dir=tfds_dir)
+  latest, _ = _params(tmp_path / "a", "latest", config)
+  mesh = state_lib.make_mesh()
+  ckpt = checkpointing.Checkpoints(tmp_path / "a")
+  last = ckpt.restore("latest", state_lib.abstract_state(config, mesh=mesh,
+                                                         steps_per_epoch=1))[0]
+  best = ckpt.restore("best", state_lib.abstract_state(config, mesh=mesh,
+                                                       steps_per_epoch=1))[0]
+  ckpt.close()
+  # The best (here: last) checkpoint holds the average, which is what was validated.
+  jax.tree.map(np.testing.assert_array_equal, best.params, last.ema["params"])
+  assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, best.params, latest)))
+  rows = workdir_lib.read_metrics(tmp_path / "a" / workdir_lib.METRICS)
+  assert rows[-1]["val_accuracy"] == ref["validation"]["accuracy"]
+  # Interrupted mid-epoch and resumed: the same weights and the same average.
+  assert train.train_and_evaluate(config, tmp_path / "b", data=toy_zip,
+                                  data_dir=tfds_dir, stop_after_steps=3) is None
+  train.train_and_evaluate(config, tmp_path / "b", data=toy_zip, data_dir=tfds_dir)
+  ckpt = checkpointing.Checkpoints(tmp_path / "b")
+  resumed = ckpt.restore("latest", state_lib.abstract_state(config, mesh=mesh,
+                                                            steps_per_epoch=1))[0]
+  ckpt.close()
+  jax.tree.map(np.testing.assert_array_equal, (resumed.params, resumed.ema),
+               (last.params, last.ema))
+
+
 def test_more_epochs_continue_a_finished_run_but_other_changes_are_refused(
     tmp_path, toy_zip, tfds_dir):
   config = dataclasses.replace(TINY, epochs=1, early_stopping=False)
@@ -176,6 +229,39 @@ def test_torn_metrics_line_and_stale_checkpoint_tmp_are_survived(tmp_path, toy_z
   assert rep["epochs_run"] == 2 and not stale.exists()
   rows = [json.loads(line) for line in (w / "metrics.jsonl").read_text().splitlines()]
   assert [r["epoch"] for r in rows] == [1, 2]
+
+
+def test_a_final_fit_trains_on_validation_too_and_keeps_its_last_epoch(tmp_path, toy_zip,
+                                                                       tfds_dir):
+  from ferjax import calibrate, calibration, export, input_pipeline
+  config = dataclasses.replace(TINY, final_fit=True)  # TINY stops early, patience 2
+  run = tmp_path / "run"
+  rep = train.train_and_evaluate(config, run, data=toy_zip, data_dir=tfds_dir)
+  full = input_pipeline.load_fer2013(toy_zip, splits=("train",), num_classes=7,
+                                     data_dir=tfds_dir)["train"]
+  data = json.loads((run / workdir_lib.DATA).read_text())
+  assert data["train"]["images"] == len(full) and "val" not in data
+  rows = workdir_lib.read_metrics(run / workdir_lib.METRICS)
+  assert [r["val_accuracy"] for r in rows] == [None, None]
+  # Nothing held out: no validation figure, no calibration; the last epoch is the model.
+  assert rep["validation"] is None and rep["calibration"] is None
+  assert (rep["epochs_run"], rep["best_epoch"]) == (2, 2)
+  assert not (run / calibration.RUN_FILE).exists()
+  assert (run / workdir_lib.CURVES).is_file()
+  last, _ = _params(run, "latest", TINY)
+  best, _ = _params(run, "best", TINY)
+  assert jax.tree.all(jax.tree.map(np.array_equal, last, best))
+  # Its validation images are training images: every way of measuring on them refuses.
+  weights = export.export(run, tmp_path / "final.npz")
+  for source in ({"workdir": run}, {"weights": weights}):
+    with pytest.raises(ConfigError, match="final fit"):
+      evaluate.evaluate(**source, data=toy_zip, data_dir=tfds_dir, split="validation")
+    with pytest.raises(ConfigError, match="final fit"):
+      calibrate.calibrate(**source, out=tmp_path / "cal.npz", data=toy_zip,
+                          data_dir=tfds_dir)
+  on_train = evaluate.evaluate(weights=weights, data=toy_zip, data_dir=tfds_dir,
+                               split="train", tta=False)
+  assert on_train["n"] == len(full)
 
 
 def test_cli_errors_are_one_paragraph_not_a_traceback(tmp_path, capsys):
