@@ -551,9 +551,9 @@ def _run_video(path, predictor, out, args, detect, annotate_path) -> int:
 
 
 def sample_photo_path() -> str:
-  """scikit-image's astronaut.png (installed with ferjax's detector dependencies)."""
-  import skimage
-  return str(Path(skimage.__file__).parent / "data" / "astronaut.png")
+  """The astronaut photo that ships inside ferjax (ferjax/samples/)."""
+  from ferjax import samples
+  return str(samples.ASTRONAUT)
 
 
 def main(argv=None) -> None:
@@ -562,8 +562,8 @@ def main(argv=None) -> None:
   p.add_argument("paths", nargs="*", metavar="PATH",
                  help="images, folders (searched recursively) or videos")
   p.add_argument("--sample", action="store_true",
-                 help="also predict on a sample photo that comes installed: scikit-"
-                 "image's astronaut (NASA, public domain)")
+                 help="also predict on a sample photo that comes installed: the "
+                 "astronaut (NASA, public domain; ferjax/samples/)")
   model = p.add_mutually_exclusive_group()
   model.add_argument("--workdir", help="use a training run's best checkpoint")
   model.add_argument("--weights", help="use a weights file from `ferjax.export`")

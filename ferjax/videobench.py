@@ -1,6 +1,6 @@
 """Video speed as users run it: `python -m ferjax.bench --video` (issue 24).
 
-Generated videos (scikit-image's astronaut, two copies walking across the frame), each
+Generated videos (ferjax's astronaut sample, two copies walking across the frame), each
 through `python -m ferjax.predict VIDEO --json` in a fresh process, start-up included,
 and then in this process after a warm-up, with the time per analysed frame split into
 decoding, finding and cropping the faces, classifying them, and tracking:
@@ -32,10 +32,11 @@ def make_video(path: Path, size: tuple[int, int], seconds: float, *, fps: int = 
   other: across the frame once in `seconds`, or to and fro with a lap of `lap_s`."""
   import imageio_ffmpeg
   from PIL import Image
-  from skimage import data
+
+  from ferjax import samples
   w, h = size
   side = h // 3
-  face = Image.fromarray(data.astronaut()).crop((150, 30, 300, 210)).resize(
+  face = Image.fromarray(samples.astronaut()).crop((150, 30, 300, 210)).resize(
       (side, round(side * 1.2)))
   lap = 2 * seconds if lap_s is None else lap_s
   writer = imageio_ffmpeg.write_frames(str(path), size, fps=fps, macro_block_size=1)

