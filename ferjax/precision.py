@@ -14,7 +14,6 @@ chose, and a resumed run keeps it whatever a new measurement would say.
 from __future__ import annotations
 
 import dataclasses
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -80,11 +79,12 @@ def decide(native: bool, rates: dict[str, float] | None) -> Choice:
                 f"here (below {MIN_SPEEDUP}x)", True, rates)
 
 
-def time_dtypes(config: Config, *, mesh=None, rounds: int = 3, steps: int = 2
+def time_dtypes(config: Config, *, mesh=None, rounds: int = 4, steps: int = 2
                 ) -> dict[str, float]:
   """Train images/s of `config`'s real train step in each dtype: one untimed step each
   (compilation), then `rounds` rounds of `steps` steps per dtype, alternating, so that
-  a drift in the machine's speed falls on both; the median round of each."""
+  a drift in the machine's speed falls on both; the fastest round of each (other work
+  on the cores only ever slows a round down)."""
   from ferjax import state as state_lib
   from ferjax import steps as steps_lib
   mesh = mesh or state_lib.make_mesh()
@@ -110,8 +110,7 @@ def time_dtypes(config: Config, *, mesh=None, rounds: int = 3, steps: int = 2
         run[1], m = run[0](run[1], *batch, key)
       jax.block_until_ready(m)
       times[dtype].append(time.perf_counter() - t)
-  return {d: round(steps * config.batch_size / statistics.median(ts), 1)
-          for d, ts in times.items()}
+  return {d: round(steps * config.batch_size / min(ts), 1) for d, ts in times.items()}
 
 
 def choose(config: Config, *, mesh=None) -> Choice:
