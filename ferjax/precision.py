@@ -113,9 +113,10 @@ def time_dtypes(config: Config, *, mesh=None, rounds: int = 4, steps: int = 2
   return {d: round(steps * config.batch_size / min(ts), 1) for d, ts in times.items()}
 
 
-def choose(config: Config, *, mesh=None) -> Choice:
-  """Resolves `auto` for `config` on this machine (timing only where bfloat16 is native)."""
-  native = native_bf16()
+def choose(config: Config, *, mesh=None, native: bool | None = None) -> Choice:
+  """Resolves `auto` for `config` on this machine (timing only where bfloat16 is native;
+  `native` None: as `native_bf16` finds)."""
+  native = native_bf16() if native is None else native
   if not native:
     return decide(False, None)
   print("--dtype auto: timing the train step in float32 and bfloat16 (about a minute)",

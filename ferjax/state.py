@@ -94,8 +94,9 @@ def optimizer_with_schedule(config: Config, schedule):
 
 def create_model(config: Config):
   if config.dtype not in configs.DTYPES:  # "auto" is resolved when a run starts
-    raise ValueError(f"dtype '{config.dtype}' must be resolved to one of "
-                     f"{', '.join(configs.DTYPES)} first (ferjax.precision)")
+    raise ConfigError(f"dtype '{config.dtype}' must be resolved to one of "
+                      f"{', '.join(configs.DTYPES)} first (a run's config.json holds "
+                      "the dtype that --dtype auto chose)")
   return models.create_model(config.model, num_classes=config.num_classes,
                              dtype=config.dtype, conv_impl=config.conv_impl,
                              conv_tuning=config.conv_tuning)

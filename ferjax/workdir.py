@@ -124,27 +124,34 @@ def check_config(workdir: Path, config: Config) -> None:
 def resolve_dtype(workdir: Path, config: Config, *, mesh=None) -> Config:
   """`config` with `--dtype auto` resolved: to the dtype the workdir's run chose when it
   started (a resumed run keeps it), else to `ferjax.precision.choose` on this machine,
-  recorded in DTYPE_CHOICE. Every process of a multi-host run takes the first's choice.
-  """
+  recorded in DTYPE_CHOICE. In a multi-host run the first process decides each step
+  (resume or measure; whether bfloat16 is native; the dtype) and the others follow, so
+  that all of them time the same sharded steps or none does."""
   if config.dtype != configs.AUTO_DTYPE:
     return config
-  saved = configs.read_config_json(workdir)
-  if saved is not None and saved.get("dtype") in configs.DTYPES:
-    print(f"--dtype auto: {saved['dtype']}, as this run chose when it started",
+  saved = (configs.load_run_config(workdir).dtype
+           if configs.read_config_json(workdir) is not None else None)
+  code = _first_process(configs.DTYPES.index(saved) if saved in configs.DTYPES else -1)
+  if code >= 0:
+    print(f"--dtype auto: {configs.DTYPES[code]}, as this run chose when it started",
           file=sys.stderr)
-    return dataclasses.replace(config, dtype=saved["dtype"])
+    return dataclasses.replace(config, dtype=configs.DTYPES[code])
   from ferjax import precision
-  choice = precision.choose(config, mesh=mesh)
-  dtype = choice.dtype
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    index = multihost_utils.broadcast_one_to_all(
-        np.int32(configs.DTYPES.index(dtype)))
-    dtype = configs.DTYPES[int(index)]
-  print(f"--dtype auto: {dtype} ({choice.reason})", file=sys.stderr)
+  native = bool(_first_process(int(precision.native_bf16())))
+  choice = precision.choose(config, mesh=mesh, native=native)
+  dtype = configs.DTYPES[_first_process(configs.DTYPES.index(choice.dtype))]
   if writes():
+    print(f"--dtype auto: {dtype} ({choice.reason})", file=sys.stderr)
     write_atomic(workdir / DTYPE_CHOICE, json.dumps(choice.to_json(), indent=2))
   return dataclasses.replace(config, dtype=dtype)
+
+
+def _first_process(value: int) -> int:
+  """`value` as the first process has it (itself in a one-process run)."""
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils
+  return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
 
 
 def data_fingerprint(data) -> dict:

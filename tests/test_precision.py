@@ -52,18 +52,27 @@ def test_choose_does_not_time_where_bfloat16_is_emulated(monkeypatch):
   monkeypatch.setattr(precision, "native_bf16", lambda: False)
   monkeypatch.setattr(precision, "time_dtypes", lambda *a, **k: pytest.fail("timed"))
   assert precision.choose(TINY).dtype == "float32"
+  assert precision.choose(TINY, native=False).dtype == "float32"
+  monkeypatch.setattr(precision, "time_dtypes",
+                      lambda *a, **k: {"float32": 100.0, "bfloat16": 130.0})
+  assert precision.choose(TINY, native=True).dtype == "bfloat16"
 
 
-def test_time_dtypes_times_the_real_step_in_both():
+def test_time_dtypes_times_the_real_step_in_both(monkeypatch):
+  from ferjax import steps as steps_lib
+  compiled, real = [], steps_lib.jit_train_step
+  monkeypatch.setattr(steps_lib, "jit_train_step",
+                      lambda config, mesh: compiled.append(config.dtype) or real(config, mesh))
   rates = precision.time_dtypes(dataclasses.replace(TINY, batch_size=8), rounds=2,
                                 steps=1)
+  assert compiled == ["float32", "bfloat16"]
   assert set(rates) == {"float32", "bfloat16"}
   assert all(r > 0 for r in rates.values())
 
 
 def test_a_model_is_never_built_in_auto():
   from ferjax import state as state_lib
-  with pytest.raises(ValueError, match="resolved"):
+  with pytest.raises(ConfigError, match="resolved"):
     state_lib.create_model(dataclasses.replace(TINY, dtype="auto"))
 
 
@@ -71,7 +80,7 @@ def test_a_run_resolves_auto_once_and_resumes_with_its_choice(tmp_path, toy_zip,
                                                               monkeypatch):
   chosen = precision.Choice("bfloat16", "bfloat16 trained 1.20x as fast", True,
                             {"float32": 100.0, "bfloat16": 120.0})
-  monkeypatch.setattr(precision, "choose", lambda config, mesh=None: chosen)
+  monkeypatch.setattr(precision, "choose", lambda config, **kwargs: chosen)
   auto = dataclasses.replace(TINY, dtype="auto")
   train.train_and_evaluate(auto, tmp_path, data=toy_zip, data_dir=tfds_dir)
   assert configs.load_run_config(tmp_path).dtype == "bfloat16"

@@ -137,6 +137,12 @@ def test_a_run_with_a_moving_average_validates_keeps_and_resumes_it(tmp_path, to
   assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, best.params, latest)))
   rows = workdir_lib.read_metrics(tmp_path / "a" / workdir_lib.METRICS)
   assert rows[-1]["val_accuracy"] == ref["validation"]["accuracy"]
+  from ferjax import report
+  val = train.prepare_data(config, data=toy_zip, data_dir=tfds_dir).val
+  predictor = train.SplitPredictor(input_size=config.input_size, mesh=mesh)
+  loss = lambda s: report.loss_and_accuracy(predictor.probs(s, val), val.labels)[0]
+  assert rows[-1]["val_loss"] == pytest.approx(loss(best), rel=1e-6)
+  assert abs(loss(last) - loss(best)) > 1e-4  # the raw weights would have said otherwise
   # Interrupted mid-epoch and resumed: the same weights and the same average.
   assert train.train_and_evaluate(config, tmp_path / "b", data=toy_zip,
                                   data_dir=tfds_dir, stop_after_steps=3) is None
