@@ -31,7 +31,8 @@ def main():
   for split in args.splits.split(","):
     data = evaluate.load_split(split, num_classes=config.num_classes, data=args.data,
                                data_dir=args.data_dir, val_fraction=config.val_fraction,
-                               val_seed=config.val_seed, train_limit=config.train_limit)
+                               val_seed=config.val_seed, train_limit=config.train_limit,
+                               final_fit=config.final_fit)
     out = {"workdir": args.workdir, "split": split, "n": len(data)}
     for tta in (False, True):
       preds = {dtype: clf.classify(data.images, tta=tta).argmax(-1)

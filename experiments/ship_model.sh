@@ -15,8 +15,13 @@ for f in config.json metrics.jsonl report.json data.json; do
   [ -f "$OUT/$f" ] || cp "$RUN/$f" "$OUT"/
 done
 cp "$WEIGHTS" ferjax/pretrained/fer6.npz
-# The float16 file on this CPU: test, validation and clean train (the run's own cut).
-for split in test validation; do
+# The float16 file on this CPU: test, validation and clean train (the run's own cut; a
+# final fit trained on the validation images too, so it has no validation figure).
+SPLITS="test validation"
+if python -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1])).get("final_fit") else 1)' "$RUN/config.json"; then
+  SPLITS="test"
+fi
+for split in $SPLITS; do
   python -m ferjax.evaluate --pretrained --data "$DATA" --split $split --json \
     > "$OUT/pretrained_$split.json"
 done

@@ -100,6 +100,9 @@ def main(argv=None) -> None:
   run = Path(args.run)
   config = configs.Config.from_dict(json.loads((run / "config.json").read_text()))
   config = dataclasses.replace(config, seed=args.seed, train_limit=args.train_limit)
+  if config.final_fit:
+    sys.exit(f"'{run}' is a final fit: it trained on the validation images, so there is "
+             "no validation split left to choose the averaging with.")
   ds = train.prepare_data(config, data=args.data)
   ds = dataclasses.replace(ds, test=None)  # validation only chooses
   saved = json.loads((run / "data.json").read_text())
