@@ -82,21 +82,22 @@ def test_a_run_resolves_auto_once_and_resumes_with_its_choice(tmp_path, toy_zip,
                             {"float32": 100.0, "bfloat16": 120.0})
   monkeypatch.setattr(precision, "choose", lambda config, **kwargs: chosen)
   auto = dataclasses.replace(TINY, dtype="auto")
-  train.train_and_evaluate(auto, tmp_path, data=toy_zip, data_dir=tfds_dir)
+  # Interrupted after two steps (checkpoint, config.json, no report).
+  assert train.train_and_evaluate(auto, tmp_path, data=toy_zip, data_dir=tfds_dir,
+                                  stop_after_steps=2) is None
   assert configs.load_run_config(tmp_path).dtype == "bfloat16"
   assert json.loads((tmp_path / workdir_lib.DTYPE_CHOICE).read_text()) == chosen.to_json()
 
-  # Resumed (here: trained on) with auto, the run keeps its dtype without timing again,
-  # whatever this machine would choose now.
+  # Resumed with auto, the run keeps its dtype without timing again, whatever this
+  # machine would choose now.
   monkeypatch.setattr(precision, "choose", lambda *a, **k: pytest.fail("timed again"))
-  report = train.train_and_evaluate(dataclasses.replace(auto, epochs=2), tmp_path,
-                                    data=toy_zip, data_dir=tfds_dir)
-  assert report["epochs_run"] == 2
+  report = train.train_and_evaluate(auto, tmp_path, data=toy_zip, data_dir=tfds_dir)
+  assert report["epochs_run"] == 1
   assert configs.load_run_config(tmp_path).dtype == "bfloat16"
   # An explicit other dtype is still a different run.
   with pytest.raises(ConfigError, match="dtype"):
-    train.train_and_evaluate(dataclasses.replace(TINY, dtype="float32", epochs=2),
-                             tmp_path, data=toy_zip, data_dir=tfds_dir)
+    train.train_and_evaluate(dataclasses.replace(TINY, dtype="float32"), tmp_path,
+                             data=toy_zip, data_dir=tfds_dir)
 
 
 def test_the_cli_accepts_auto_where_it_trains_only(capsys):
