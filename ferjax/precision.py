@@ -1,11 +1,12 @@
 """`--dtype auto`: bfloat16 where the hardware computes it natively and it measures
 faster for the run's own train step, float32 elsewhere.
 
-Whether bfloat16 pays depends on the CPU and on the network: on a 2-core AMD EPYC with
-AVX512-BF16 it made `vgg_slim`'s train step 1.20x faster and `vgg_fast_dropout`'s 25%
-slower (docs/performance.md); a CPU without bfloat16 units emulates it and is slower
-still. So `auto` asks the CPU's flags first, then times a few steps of the real step in
-both dtypes, alternating, and keeps bfloat16 only if it is clearly faster.
+Whether bfloat16 pays depends on the CPU, the network and the day: on a 2-core AMD EPYC
+with AVX512-BF16 it made `vgg_slim`'s train step 1.20x faster, and `vgg_fast_dropout`'s
+0.75x as fast one day and 1.26x-2.3x the next (docs/performance.md); a CPU without
+bfloat16 units emulates it and is slower still. So `auto` asks the CPU's flags first,
+then times a few steps of the real step in both dtypes, alternating, and keeps bfloat16
+only if it is clearly faster.
 
 A run resolves `auto` once, when it starts: the workdir's config.json holds the dtype it
 chose, and a resumed run keeps it whatever a new measurement would say.
@@ -21,7 +22,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ferjax.configs import Config
+from ferjax.configs import DTYPES, Config
 
 # bfloat16 must beat float32's images/s by this factor to be chosen: the timing is short,
 # and on a tie float32 (the exact one) wins.
@@ -95,7 +96,7 @@ def time_dtypes(config: Config, *, mesh=None, rounds: int = 4, steps: int = 2
   batch = state_lib.shard_batch(mesh, images[sl], labels[sl])
   key = jax.random.key(0)
   runs = {}
-  for dtype in ("float32", "bfloat16"):
+  for dtype in DTYPES:
     c = dataclasses.replace(config, dtype=dtype)
     state = state_lib.init_state(c, mesh=mesh, steps_per_epoch=100)
     step = steps_lib.jit_train_step(c, mesh)
