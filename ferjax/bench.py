@@ -120,12 +120,14 @@ def run(config: configs.Config, *, steps: int, repeats: int, warmup: int = 1,
   jax.block_until_ready(m)
 
   def one_pass(seed: int, epoch: int):
-    """`steps` train steps fed by the real pipeline: (images/s, seconds waited, seconds)."""
+    """`steps` train steps fed by the real pipeline: (images/s, seconds waited, seconds,
+    kernel CPU seconds, minor page faults, steps run)."""
     nonlocal state
     batches = input_pipeline.Prefetcher(
         ((im[sl], lb[sl]) for im, lb in input_pipeline.train_batches(
             split, batch_size=config.batch_size, seed=seed, epoch=epoch)),
         put=lambda b: state_lib.shard_batch(mesh, *b))
+    before = resource.getrusage(resource.RUSAGE_SELF)
     t = time.perf_counter()
     n = 0
     for images, labels in batches:
@@ -135,12 +137,14 @@ def run(config: configs.Config, *, steps: int, repeats: int, warmup: int = 1,
         break
     jax.block_until_ready((state, m))
     dt = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_SELF)
     batches.close()
-    return n * config.batch_size / dt, batches.wait_seconds, dt
+    return (n * config.batch_size / dt, batches.wait_seconds, dt,
+            after.ru_stime - before.ru_stime, after.ru_minflt - before.ru_minflt, n)
 
   passes, settled = warm_up(lambda i: one_pass(seed=i, epoch=1), warmup)
-  rates, waits, totals = map(list, zip(*(one_pass(seed=r, epoch=0)
-                                         for r in range(repeats))))
+  rates, waits, totals, system, faults, done = map(list, zip(
+      *(one_pass(seed=r, epoch=0) for r in range(repeats))))
 
   eval_dtype = eval_dtype or config.dtype
   # The trained state, predicting in eval_dtype (the parameters stay float32).
@@ -187,6 +191,11 @@ def run(config: configs.Config, *, steps: int, repeats: int, warmup: int = 1,
       "matmul_peak_gflops": peak,
       "fraction_of_peak": achieved / peak if achieved else None,
       "input_wait_fraction": sum(waits) / sum(totals),
+      # Kernel time in the timed passes, as a share of their wall time (2 cores: up to
+      # 2.0), and minor page faults per step: a heap that gives memory back between
+      # steps shows here (the kernel faulting in and zeroing pages again).
+      "system_seconds_per_second": sum(system) / sum(totals),
+      "minor_faults_per_step": sum(faults) / sum(done),
       "peak_rss_mib": _peak_rss_mib(),
   }
 
@@ -346,6 +355,8 @@ def main(argv=None) -> None:
           f" matmul peak ({100 * out['fraction_of_peak']:.0f}%)")
   print(f"  input wait {100 * out['input_wait_fraction']:.1f}% of step time; peak RSS "
         f"{out['peak_rss_mib']:.0f} MiB")
+  print(f"  kernel time {out['system_seconds_per_second']:.2f} CPU s per second; "
+        f"{out['minor_faults_per_step']:.0f} page faults per step")
   if out["warmup_repeats"]:
     settled = "memory settled" if out["heap_settled"] else "memory still growing"
     print(f"  after {out['warmup_repeats']} untimed warm-up repeats ({settled})")

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 
 import pytest
 
@@ -19,6 +20,9 @@ def test_bench_json_reports_every_figure(capsys):
   assert out["train_gflop_per_step"] > 0 and out["matmul_peak_gflops"] > 0
   assert 0 < out["fraction_of_peak"] == out["achieved_gflops"] / out["matmul_peak_gflops"]
   assert 0 <= out["input_wait_fraction"] < 1 and out["peak_rss_mib"] > 0
+  # Kernel time per second of wall time on at most every core; faults are counts.
+  assert 0 <= out["system_seconds_per_second"] <= os.cpu_count()
+  assert out["minor_faults_per_step"] >= 0
   assert out["allocator"] in ("libc", "tcmalloc", "jemalloc", "mimalloc", "unknown")
   assert out["variant"] == "tiny" and out["batch_size"] == 32
   assert out["dtype"] == "float32" and out["eval_dtype"] == "bfloat16"
