@@ -7,12 +7,15 @@ again (320,000 page faults, 0.5-0.9 s of system time in a 1.5-1.8 s step on a 2-
 machine). mimalloc hands the next step the same pages: no page faults, and the train
 step runs about a quarter faster (docs/performance.md).
 
-It gives memory back to the system only after it has lain unused for a second
-(`MIMALLOC_PURGE_DELAY=1000`, in ms): a train step reuses its pages long before that,
-while the buffers of other phases (evaluation, checkpoints) and of idle threads are
-returned. Never giving memory back (-1) was as fast, but a training run's resident
-size then grew epoch after epoch to the sum of every thread's and phase's peak (11 GiB
-for the augmented recipe of the time).
+It gives memory back to the system only after it has lain unused for ten seconds
+(`MIMALLOC_PURGE_DELAY=10000`, in ms, `PURGE_DELAY_MS`): a train step reuses its
+pages well before that, while the buffers of other phases (evaluation, checkpoints)
+and of idle threads are returned. A one-second delay was the default before: a train
+step of about a second then often reused memory just after it had been given back, and
+a real run spent a sixth of its CPU time in the kernel zeroing pages again
+(experiments/malloc_purge.py, docs/performance.md). Never giving memory back (-1) is
+as fast, but a training run's resident size then grows epoch after epoch to the sum of
+every thread's and phase's peak (11 GiB for the augmented recipe of the time).
 
 The malloc of a running process cannot be swapped, so `python -m ferjax.train`,
 `ferjax.evaluate` and `ferjax.bench`, run as commands, call `reexec_with_mimalloc()`
@@ -31,6 +34,9 @@ from importlib import metadata
 from pathlib import Path
 
 ENV = "FERJAX_MALLOC"
+# How long (ms) freed memory lies unused before mimalloc gives it back; the user's own
+# MIMALLOC_PURGE_DELAY wins.
+PURGE_DELAY_MS = 10_000
 
 
 def current() -> str:
@@ -78,7 +84,7 @@ def reexec_with_mimalloc() -> None:
     return
   env = dict(os.environ)
   env["LD_PRELOAD"] = f"{lib} {os.environ.get('LD_PRELOAD', '')}".strip()
-  env.setdefault("MIMALLOC_PURGE_DELAY", "1000")
+  env.setdefault("MIMALLOC_PURGE_DELAY", str(PURGE_DELAY_MS))
   sys.stdout.flush()
   sys.stderr.flush()
   # argv[0] is the interpreter's full path: Python finds its prefix (and venv) from it.

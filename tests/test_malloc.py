@@ -35,7 +35,7 @@ def _probe(**env):
 def test_reexec_preloads_mimalloc_and_keeps_the_command_line():
   out = _probe()
   assert out.returncode == 0, out.stderr
-  assert out.stdout.split("\n")[0] == "True 1000 ['a b', '--flag']"
+  assert out.stdout.split("\n")[0] == f"True {malloc.PURGE_DELAY_MS} ['a b', '--flag']"
 
 
 @needs_mimalloc
