@@ -35,7 +35,7 @@ def _proc_stat(pid: int) -> tuple[float, float, int]:
 
 
 def one_run(delay: str, *, data: str, extra: list[str], workdir: Path,
-            epochs: int) -> dict:
+            epochs: int, timeout: float = 3600) -> dict:
   """Trains `epochs` epochs and writes the final report. CPU time and page faults are
   counted from the end of the first epoch (compilation, warm-up) to the end of the
   last; the peak resident size is the whole process's, report included (wait4)."""
@@ -47,21 +47,29 @@ def one_run(delay: str, *, data: str, extra: list[str], workdir: Path,
   proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   first = last = None
-  while True:
-    rows = metrics.read_text().splitlines() if metrics.exists() else []
-    try:
-      if len(rows) >= 1 and first is None:
-        first, t_first = _proc_stat(proc.pid), time.perf_counter()
-      if len(rows) >= epochs and last is None:
-        last, t_last = _proc_stat(proc.pid), time.perf_counter()
-    except OSError:  # the process has ended between the check and the read
-      pass
-    pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-    if pid:
-      break
-    time.sleep(0.2)
+  try:
+    while True:
+      rows = metrics.read_text().splitlines() if metrics.exists() else []
+      try:
+        if len(rows) >= 1 and first is None:
+          first, t_first = _proc_stat(proc.pid), time.perf_counter()
+        if len(rows) >= epochs and last is None:
+          last, t_last = _proc_stat(proc.pid), time.perf_counter()
+      except OSError:  # the process has ended between the check and the read
+        pass
+      pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+      if pid:
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        break
+      if time.perf_counter() - t0 > timeout:
+        raise SystemExit(f"run with delay {delay} took over {timeout} s; stopped")
+      time.sleep(0.2)
+  finally:
+    if proc.returncode is None:  # interrupted or timed out: stop the training too
+      proc.kill()
+      proc.wait()
   wall = time.perf_counter() - t0
-  if os.waitstatus_to_exitcode(status) != 0 or first is None or last is None:
+  if proc.returncode != 0 or first is None or last is None:
     raise SystemExit(f"run with delay {delay} failed (status {status}); rerun its "
                      f"command to see why: MIMALLOC_PURGE_DELAY={delay} {' '.join(cmd)}")
   rows = [json.loads(line) for line in metrics.read_text().splitlines()]
@@ -94,6 +102,8 @@ def main() -> None:
   p.add_argument("train_args", nargs="*",
                  help="more train flags after --, e.g. -- --dtype bfloat16")
   args = p.parse_args()
+  if args.epochs < 2:
+    p.error("--epochs must be at least 2: the first epoch (compilation) is not timed")
   extra = ["--variant", "augmented", "--train-limit", str(args.train_limit),
            *args.train_args]
   out = Path(args.out)

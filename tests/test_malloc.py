@@ -36,6 +36,9 @@ def test_reexec_preloads_mimalloc_and_keeps_the_command_line():
   out = _probe()
   assert out.returncode == 0, out.stderr
   assert out.stdout.split("\n")[0] == f"True {malloc.PURGE_DELAY_MS} ['a b', '--flag']"
+  # Ten seconds: a train step of a second or more must find its pages still there
+  # (docs/performance.md, "How much memory mimalloc keeps").
+  assert malloc.PURGE_DELAY_MS == 10_000
 
 
 @needs_mimalloc
