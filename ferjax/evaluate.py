@@ -111,7 +111,9 @@ def evaluate(*, workdir=None, weights=None, pretrained: bool = False, data=None,
     at = calibration.coverage(probs[tta_on], labels, clf.info.threshold(tta_on))
     out.update({f"{k}{sfx}": v for k, v in at.items()})
   summary = report.summarize(labels, probs[False], probs.get(True), clf.classes, split)
-  return {**summary, **out, "calibrated": clf.calibrated, "model": clf.info.model,
+  return {**summary, **out, "calibrated": clf.calibrated,
+          "calibration_advice": None if clf.calibrated else clf.info.calibration_advice(),
+          "model": clf.info.model,
           "dtype": clf.info.dtype}
 
 
@@ -158,8 +160,7 @@ def main(argv=None) -> None:
           f"{out['coverage']:.4f} of faces (confidence >= {out['threshold']:.3f}), "
           f"{out['answered_accuracy']:.4f} of them correct")
   else:
-    print(f"  not calibrated (ECE {out['ece']:.4f}); `python -m ferjax.calibrate` "
-          "fits it on the validation split")
+    print(f"  not calibrated (ECE {out['ece']:.4f}): {out['calibration_advice']}")
   for name, r in out["per_class_recall"].items():
     print(f"  {name:9s} recall {'-' if r is None else f'{r:.4f}'}")
 

@@ -317,7 +317,8 @@ def restore_run(workdir: str | Path) -> tuple[ModelInfo, Any, Any]:
   best = restored[0]
   info = ModelInfo(model=config.model, num_classes=config.num_classes,
                    input_size=config.input_size, dtype=config.dtype,
-                   source={"variant": config.variant, "step": int(best.step)},
+                   source={"variant": config.variant, "step": int(best.step),
+                           **({"final_fit": True} if config.final_fit else {})},
                    calibration=_run_calibration(workdir, int(best.step)))
   return info, best.params, best.batch_stats
 

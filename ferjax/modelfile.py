@@ -90,6 +90,20 @@ class ModelInfo:
       return Scaling.identity(self.num_classes)
     return Scaling.from_dict(entry, self.num_classes)
 
+  @property
+  def final_fit(self) -> bool:
+    """Whether the network trained on the validation images too (`final_fit`)."""
+    return bool(self.source.get("final_fit"))
+
+  def calibration_advice(self) -> str:
+    """For a model without calibration: how to get calibrated probabilities."""
+    if self.final_fit:
+      return ("it is a final fit, trained on the validation images too, so none are "
+              "held out to calibrate it on; the same recipe with `--set "
+              "final_fit=false` (and the epochs its screen used) holds them out and "
+              "calibrates itself, and the shipped model is calibrated")
+    return "`python -m ferjax.calibrate` fits a calibration on the validation split"
+
   def threshold(self, tta: bool) -> float:
     """The top probability below which a face is uncertain (0 without calibration)."""
     t = float(self.calibration.get("threshold", {}).get("tta" if tta else "single", 0.0))

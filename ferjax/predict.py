@@ -263,8 +263,8 @@ def run(args) -> int:
     predictor.detector  # noqa: B018 - load it now: a missing detector is a usage error
   if not predictor.classifier.calibrated:
     print("note: this model is not calibrated: its probabilities are the network's "
-          "own and no face is marked uncertain (`python -m ferjax.calibrate` fits a "
-          "calibration on the validation split)", file=sys.stderr)
+          "own and no face is marked uncertain "
+          f"({predictor.classifier.info.calibration_advice()})", file=sys.stderr)
   results = None
   if args.out:
     from ferjax.results import ResultsDir

@@ -151,3 +151,29 @@ def test_a_file_with_a_bad_temperature_is_refused(tiny_weights, tmp_path, scale)
                                 info=dataclasses.replace(info, calibration=bad))
   with pytest.raises(inference.WeightsError, match="invalid calibration"):
     inference.Classifier.load(path)
+
+
+def test_an_uncalibrated_model_says_how_to_calibrate_it_and_a_final_fit_why_not(
+    tiny_weights, toy_zip, tfds_dir, tmp_path, capsys):
+  import dataclasses
+
+  from PIL import Image
+  old = _uncalibrated(tiny_weights, tmp_path)
+  info, params, stats = inference.load_weights(old)
+  final = inference.save_weights(
+      tmp_path / "final.npz", params=params, batch_stats=stats,
+      info=dataclasses.replace(info, source={**info.source, "final_fit": True}))
+  crop = tmp_path / "face.png"
+  Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 48), np.uint8)).save(crop)
+  for weights, says, not_says in ((old, "python -m ferjax.calibrate", "final fit"),
+                                  (final, "final fit", "python -m ferjax.calibrate")):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+      run_cli(lambda w=weights: predict.main([str(crop), "--no-detect", "--weights",
+                                              str(w), "--json"]))
+    err = capsys.readouterr().err
+    assert e.value.code == 0 and "not calibrated" in err and says in err, err
+    assert not_says not in err
+    out = evaluate.evaluate(weights=weights, data=toy_zip, data_dir=tfds_dir,
+                            split="train", tta=False)
+    assert out["calibrated"] is False and says in out["calibration_advice"]

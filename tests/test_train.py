@@ -257,6 +257,8 @@ def test_a_final_fit_trains_on_validation_too_and_keeps_its_last_epoch(tmp_path,
   last, _ = _params(run, "latest", TINY)
   best, _ = _params(run, "best", TINY)
   assert jax.tree.all(jax.tree.map(np.array_equal, last, best))
+  from ferjax import inference
+  assert inference.Classifier.from_workdir(run).info.final_fit  # its advice says so
   # Its validation images are training images: every way of measuring on them refuses.
   weights = export.export(run, tmp_path / "final.npz")
   for source in ({"workdir": run}, {"weights": weights}):
