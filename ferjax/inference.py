@@ -317,6 +317,8 @@ def restore_run(workdir: str | Path) -> tuple[ModelInfo, Any, Any]:
   best = restored[0]
   info = ModelInfo(model=config.model, num_classes=config.num_classes,
                    input_size=config.input_size, dtype=config.dtype,
+                   # A final fit trained on its validation images: evaluate and
+                   # calibrate refuse them, and export carries this into the file.
                    source={"variant": config.variant, "step": int(best.step),
                            **({"final_fit": True} if config.final_fit else {})},
                    calibration=_run_calibration(workdir, int(best.step)))
