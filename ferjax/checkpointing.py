@@ -9,10 +9,15 @@ checkpoint, and mid-epoch checkpoints have no metric to rank.
 Each checkpoint holds the train state (a pytree, restored into an abstract template made
 with `jax.eval_shape`, so it lands on the current devices, whatever their count) and a
 JSON dict of plain Python scalars (epoch, position in the epoch, early-stopping state).
+
+A state field that a newer version added with a default of None (`TrainState.ema`) is
+absent from older checkpoints; `restore` reads the saved tree's fields first and restores
+such a checkpoint without it, so a run started by an older version resumes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -27,6 +32,10 @@ logging.getLogger("absl").setLevel(logging.ERROR)
 
 class CheckpointWriteError(FerjaxError):
   """A checkpoint could not be written (a full disk, say)."""
+
+
+class CheckpointReadError(FerjaxError):
+  """A checkpoint does not fit the state this version and config build."""
 
 
 class Checkpoints:
@@ -45,8 +54,12 @@ class Checkpoints:
     options = ocp.CheckpointManagerOptions(max_to_keep=1, create=create,
                                            read_only=not create,
                                            enable_async_checkpointing=False)
-    self._managers = {name: ocp.CheckpointManager(root / name, options=options)
-                      for name in ("latest", "best")}
+    # Handlers named up front so that `item_metadata` can read a saved state's tree.
+    self._managers = {name: ocp.CheckpointManager(
+        root / name, options=options,
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "extra": ocp.JsonCheckpointHandler()})
+        for name in ("latest", "best")}
 
   def save(self, which: str, step: int, state: Any, extra: dict) -> None:
     """Saves `state` and `extra` as checkpoint `which` ('latest' or 'best') at `step`;
@@ -71,15 +84,53 @@ class Checkpoints:
     return self._managers[which].latest_step()
 
   def restore(self, which: str, template: Any) -> tuple[Any, dict] | None:
-    """Restores checkpoint `which` into `template` (an abstract state); None if absent."""
+    """Restores checkpoint `which` into `template` (an abstract state); None if absent.
+
+    A template field that is None and absent from the checkpoint (one written before
+    the field existed) is left None. A checkpoint that does not fit the template
+    otherwise raises CheckpointReadError.
+    """
     mngr = self._managers[which]
     mngr.wait_until_finished()
     step = mngr.latest_step()
     if step is None:
       return None
-    restored = mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(template), extra=ocp.args.JsonRestore()))
-    return restored["state"], dict(restored["extra"])
+    item, missing = template, {}
+    saved = self._saved_fields(which, step)
+    if saved is not None and dataclasses.is_dataclass(template):
+      fields = {f.name: getattr(template, f.name) for f in dataclasses.fields(template)
+                if f.metadata.get("pytree_node", True)}
+      missing = {k: v for k, v in fields.items() if k not in saved}
+      if any(v is not None for v in missing.values()):
+        raise self._read_error(which, step, "it holds no " + ", ".join(
+            sorted(k for k, v in missing.items() if v is not None)))
+      if missing:
+        item = {k: v for k, v in fields.items() if k in saved}
+    try:
+      restored = mngr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(item), extra=ocp.args.JsonRestore()))
+    except ValueError as e:  # orbax's tree or shape mismatch
+      raise self._read_error(which, step, str(e).splitlines()[0].rstrip(":")) from e
+    state = restored["state"]
+    if missing:
+      state = template.replace(**state)
+    return state, dict(restored["extra"])
+
+  def _saved_fields(self, which: str, step: int) -> set[str] | None:
+    """The top-level names of the saved state's tree, None where orbax cannot say."""
+    try:
+      metadata = self._managers[which].item_metadata(step)["state"]
+    except Exception:  # noqa: BLE001 - no metadata: restore as it is, orbax checks it
+      return None
+    tree = getattr(metadata, "tree", metadata)
+    return set(tree) if isinstance(tree, dict) else None
+
+  def _read_error(self, which: str, step: int, why: str) -> CheckpointReadError:
+    return CheckpointReadError(
+        f"The '{which}' checkpoint in '{self._root / which}' (step {step}) does not fit "
+        f"the train state this version of ferjax builds for the run's config: {why}. "
+        "It was written by another version or another config: run it with the version "
+        "that wrote it, or start a new --workdir.")
 
   def close(self) -> None:
     for mngr in self._managers.values():

@@ -26,8 +26,8 @@ from ferjax.errors import ConfigError
 class TrainState(train_state.TrainState):
   batch_stats: Any = None
   # The moving average of params and batch_stats ({"params", "batch_stats"}) where the
-  # config keeps one (`ema_decay` > 0), else None (no leaves: checkpoints without it
-  # restore as they are).
+  # config keeps one (`ema_decay` > 0), else None (no leaves; a checkpoint written before
+  # this field existed restores with it None: `checkpointing.Checkpoints.restore`).
   ema: Any = None
 
 

@@ -98,16 +98,15 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, data=None,
     fingerprint = workdir_lib.data_fingerprint(ds)
     workdir_lib.check_data(workdir, fingerprint)
     config = workdir_lib.resolve_dtype(workdir, config, mesh=mesh)
-    workdir_lib.claim(workdir, config, fingerprint)
     ckpt = checkpointing.Checkpoints(workdir)
     try:
-      return _train(config, workdir, ds=ds, mesh=mesh, ckpt=ckpt,
-                    stop_after_steps=stop_after_steps)
+      return _train(config, workdir, ds=ds, fingerprint=fingerprint, mesh=mesh,
+                    ckpt=ckpt, stop_after_steps=stop_after_steps)
     finally:
       ckpt.close()
 
 
-def _train(config: Config, workdir: Path, *, ds: Data, mesh: Mesh,
+def _train(config: Config, workdir: Path, *, ds: Data, fingerprint: dict, mesh: Mesh,
            ckpt: checkpointing.Checkpoints, stop_after_steps: int | None) -> dict | None:
   spe = configs.steps_per_epoch(len(ds.train), config.batch_size)
   held_out = (f"{len(ds.val)} validation images" if ds.val is not None else
@@ -128,6 +127,9 @@ def _train(config: Config, workdir: Path, *, ds: Data, mesh: Mesh,
     else:
       print(f"Resuming from epoch {loop.epoch + 1}, step {loop.step_in_epoch} "
             f"(global step {int(state.step)})", file=sys.stderr)
+  # Claimed only once its checkpoint restored: a resume that fails leaves config.json as
+  # it was, so the version that wrote the run can still resume it.
+  workdir_lib.claim(workdir, config, fingerprint)
   history = workdir_lib.restart_metrics(workdir, loop.epoch)
 
   train_step = steps_lib.jit_train_step(config, mesh)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -153,6 +154,52 @@ def test_a_run_with_a_moving_average_validates_keeps_and_resumes_it(tmp_path, to
   ckpt.close()
   jax.tree.map(np.testing.assert_array_equal, (resumed.params, resumed.ema),
                (last.params, last.ema))
+
+
+def _rewrite_latest(workdir: Path, config, change) -> None:
+  """Saves the latest checkpoint again as `change(state)` (a tree) makes it."""
+  mesh = state_lib.make_mesh()
+  ckpt = checkpointing.Checkpoints(workdir)
+  state, extra = ckpt.restore("latest", state_lib.abstract_state(config, mesh=mesh,
+                                                                 steps_per_epoch=1))
+  ckpt.save("latest", int(state.step), change(state), extra)
+  ckpt.close()
+
+
+def test_a_checkpoint_from_before_the_moving_average_resumes_and_a_bad_one_is_a_message(
+    tmp_path, toy_zip, tfds_dir):
+  config = TINY
+  train.train_and_evaluate(config, tmp_path / "a", data=toy_zip, data_dir=tfds_dir)
+  assert train.train_and_evaluate(config, tmp_path / "b", data=toy_zip,
+                                  data_dir=tfds_dir, stop_after_steps=3) is None
+  # As a version before `TrainState.ema` wrote it: no `ema` in the checkpoint, and a
+  # config.json without the keys added since.
+  old_tree = lambda s: {"step": s.step, "params": s.params, "batch_stats": s.batch_stats,
+                        "opt_state": s.opt_state}
+  _rewrite_latest(tmp_path / "b", config, old_tree)
+  cfg_path = tmp_path / "b" / "config.json"
+  old_cfg = json.loads(cfg_path.read_text())
+  for key in ("ema_decay", "final_fit", "final_lr_fraction"):
+    del old_cfg[key]
+  cfg_path.write_text(json.dumps(old_cfg))
+  old_bytes = cfg_path.read_bytes()
+
+  # The same with a checkpoint that does not fit (a kernel of another shape): a
+  # message, and config.json is left as its own version wrote it.
+  shutil.copytree(tmp_path / "b", tmp_path / "c")
+  _rewrite_latest(tmp_path / "c", config, lambda s: {
+      **old_tree(s), "params": jax.tree.map(lambda x: x[..., :1], s.params)})
+  with pytest.raises(checkpointing.CheckpointReadError,
+                     match=r"'latest' checkpoint .* \(step 3\) does not fit .* start a new "
+                           r"--workdir"):
+    train.train_and_evaluate(config, tmp_path / "c", data=toy_zip, data_dir=tfds_dir)
+  assert (tmp_path / "c" / "config.json").read_bytes() == old_bytes
+
+  # The old layout, whole: it resumes and ends where the uninterrupted run ends.
+  train.train_and_evaluate(config, tmp_path / "b", data=toy_zip, data_dir=tfds_dir)
+  jax.tree.map(np.testing.assert_array_equal, _params(tmp_path / "a", "latest", config),
+               _params(tmp_path / "b", "latest", config))
+  assert "ema_decay" in json.loads(cfg_path.read_text())  # claimed once it restored
 
 
 def test_more_epochs_continue_a_finished_run_but_other_changes_are_refused(
