@@ -73,6 +73,11 @@ class Config:
   # Side of the square the network sees. Below 48, training takes a random crop of
   # each augmented image, evaluation the centre crop and TTA the ten-crop views.
   input_size: int = 48
+  # Progressive resizing: the first `low_res_fraction` of the epochs (rounded) train on
+  # each crop resized to low_res_size x low_res_size, which costs fewer FLOPs a step;
+  # later epochs, validation, evaluation and TTA see input_size. 0: off.
+  low_res_size: int = 0
+  low_res_fraction: float = 0.0
   # How the convolutions are computed (CONV_IMPLS): the same parameters and, to
   # float rounding, the same outputs; only speed differs (docs/performance.md).
   conv_impl: str = "auto"
@@ -116,8 +121,47 @@ class Config:
     from ferjax.models import MODELS
     if self.model not in MODELS:
       raise ConfigError(f"model must be one of {', '.join(MODELS)}; got '{self.model}'")
+    self._check_low_res()
     _check_augment(self.augment)
     _check_conv_tuning(self.conv_tuning)
+
+  def _check_low_res(self) -> None:
+    if not self.low_res_size:
+      if self.low_res_fraction:
+        raise ConfigError("low_res_fraction needs low_res_size (the side the first "
+                          "epochs train at); set both, or neither")
+      return
+    if not 8 <= self.low_res_size < self.input_size:
+      raise ConfigError(f"low_res_size must be at least 8 and below input_size "
+                        f"({self.input_size}); got {self.low_res_size}")
+    # A dense head sees the last stage's map flattened: both sizes must give one map.
+    from ferjax.architectures import settings
+    arch = settings(self.model)
+    if arch["dense"]:
+      down = 2 ** len(arch["widths"])  # one 2x2 pooling (flooring) a stage
+      side = lambda size: size // down
+      if side(self.low_res_size) != side(self.input_size):
+        lowest = max(8, side(self.input_size) * down)
+        fix = (f"use a size from {lowest} to {self.input_size - 1}"
+               if lowest < self.input_size else
+               f"no size below {self.input_size} gives that map, so progressive "
+               "resizing does not fit this network at this input_size")
+        raise ConfigError(
+            f"low_res_size {self.low_res_size} gives {self.model}'s dense head a "
+            f"{side(self.low_res_size)}x{side(self.low_res_size)} map where input_size "
+            f"{self.input_size} gives {side(self.input_size)}x{side(self.input_size)}: "
+            + fix)
+    if not 0 < self.low_res_fraction < 1:
+      raise ConfigError("low_res_fraction must be above 0 and below 1; got "
+                        f"{self.low_res_fraction}")
+
+  def low_res_epochs(self) -> int:
+    """How many epochs, from the first, train at low_res_size."""
+    return round(self.low_res_fraction * self.epochs) if self.low_res_size else 0
+
+  def train_size(self, epoch: int) -> int:
+    """The side of the images that epoch `epoch` (0-based) trains on."""
+    return self.low_res_size if epoch < self.low_res_epochs() else self.input_size
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -23,18 +23,33 @@ from ferjax.state import TrainState
 warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
 
 
+def train_inputs(step_key: jax.Array, images: jax.Array, config: Config,
+                 size: int | None = None) -> jax.Array:
+  """What the network trains on: a batch of uint8 images [B, 48, 48] augmented, cropped
+  to config.input_size and, where `size` is smaller, resized to size x size (linear,
+  antialiased: the same field of view at a lower resolution). [B, size, size, 1].
+  `step_key` is the step's key (`train_step` splits it the same way for dropout)."""
+  aug_key, _ = jax.random.split(step_key)
+  x = augment_lib.augment_batch(aug_key, to_unit(images), config.augment)
+  if config.input_size < x.shape[1]:
+    x = augment_lib.random_crop(jax.random.fold_in(step_key, 2), x, config.input_size)
+  size = size or config.input_size
+  if size != x.shape[1]:
+    x = jax.image.resize(x, (x.shape[0], size, size), method="linear", antialias=True)
+  return x[..., None]
+
+
 def train_step(state: TrainState, images: jax.Array, labels: jax.Array,
-               loop_key: jax.Array, *, config: Config) -> tuple[TrainState, dict]:
-  """One optimisation step on a batch of uint8 images [B, 48, 48] and labels [B].
+               loop_key: jax.Array, *, config: Config,
+               size: int | None = None) -> tuple[TrainState, dict]:
+  """One optimisation step on a batch of uint8 images [B, 48, 48] and labels [B], the
+  network seeing them at `size` (default config.input_size; see `train_inputs`).
 
   Returns the new state and the batch's metric sums (loss_sum, correct, count).
   """
   step_key = jax.random.fold_in(loop_key, state.step)
-  aug_key, dropout_key = jax.random.split(step_key)
-  x = augment_lib.augment_batch(aug_key, to_unit(images), config.augment)
-  if config.input_size < x.shape[1]:
-    x = augment_lib.random_crop(jax.random.fold_in(step_key, 2), x, config.input_size)
-  x = x[..., None]
+  _, dropout_key = jax.random.split(step_key)
+  x = train_inputs(step_key, images, config, size)
   targets = optax.smooth_labels(jax.nn.one_hot(labels, config.num_classes),
                                 config.label_smoothing)
 
@@ -67,12 +82,12 @@ def update_ema(ema: dict, state: TrainState, decay: float) -> dict:
   return jax.tree.map(lambda e, p: d * e + (1 - d) * p, ema, new)
 
 
-def jit_train_step(config: Config, mesh: Mesh):
-  """`train_step` for `config`, compiled for `mesh`: called as
+def jit_train_step(config: Config, mesh: Mesh, *, size: int | None = None):
+  """`train_step` for `config` (at `size`), compiled for `mesh`: called as
   `step(state, images, labels, loop_key) -> (state, metrics)`, with the state
   replicated (and donated) and the batch sharded along 'data'."""
   replicated = NamedSharding(mesh, P())
   data = NamedSharding(mesh, P("data"))
-  return jax.jit(partial(train_step, config=config),
+  return jax.jit(partial(train_step, config=config, size=size),
                  in_shardings=(replicated, data, data, replicated),
                  out_shardings=(replicated, replicated), donate_argnums=0)

@@ -114,6 +114,10 @@ def _train(config: Config, workdir: Path, *, ds: Data, fingerprint: dict, mesh: 
   print(f"{config.variant}: {len(ds.train)} train / {held_out}, "
         f"{spe} steps per epoch, {mesh.devices.size} device(s) "
         f"({jax.devices()[0].platform})", file=sys.stderr)
+  if config.low_res_epochs():
+    print(f"Progressive resizing: epochs 1-{config.low_res_epochs()} train at "
+          f"{config.low_res_size}x{config.low_res_size}, the rest at "
+          f"{config.input_size}x{config.input_size}", file=sys.stderr)
   state = init_state(config, mesh=mesh, steps_per_epoch=spe)
   template = abstract_like(state)
   restored = ckpt.restore("latest", template)
@@ -132,7 +136,9 @@ def _train(config: Config, workdir: Path, *, ds: Data, fingerprint: dict, mesh: 
   workdir_lib.claim(workdir, config, fingerprint)
   history = workdir_lib.restart_metrics(workdir, loop.epoch)
 
-  train_step = steps_lib.jit_train_step(config, mesh)
+  # The compiled step of the current training size (progressive resizing changes it
+  # once; the low-resolution step is then let go).
+  train_steps = {}
   predictor = SplitPredictor(input_size=config.input_size, mesh=mesh)
   _, schedule = make_optimizer(config, spe)
   loop_key = jax.random.fold_in(jax.random.key(config.seed), 1)
@@ -140,10 +146,13 @@ def _train(config: Config, workdir: Path, *, ds: Data, fingerprint: dict, mesh: 
   with console.StopSignal() as stop:
     while loop.epoch < config.epochs and not loop.stopped_early:
       epoch, start = loop.epoch, loop.step_in_epoch
+      size = config.train_size(epoch)
+      if size not in train_steps:
+        train_steps = {size: steps_lib.jit_train_step(config, mesh, size=size)}
       t0 = time.perf_counter()
       state, sums, done_steps, interrupted = _train_epoch(
-          config, state, train_step, ds.train, mesh=mesh, loop=loop, loop_key=loop_key,
-          steps_per_epoch=spe, ckpt=ckpt,
+          config, state, train_steps[size], ds.train, mesh=mesh, loop=loop,
+          loop_key=loop_key, steps_per_epoch=spe, ckpt=ckpt,
           stop=lambda n, left=steps_left: stop.received is not None or n >= left)
       train_seconds = time.perf_counter() - t0
       steps_left -= done_steps - start
@@ -167,6 +176,8 @@ def _train(config: Config, workdir: Path, *, ds: Data, fingerprint: dict, mesh: 
              "epoch_seconds": round(time.perf_counter() - t0, 3),
              "images_per_second": round((done_steps - start) * config.batch_size
                                         / max(train_seconds, 1e-9), 1)}
+      if config.low_res_size:
+        row["train_size"] = size
       rss = malloc.rss_mib()
       if rss is not None:  # resident memory now and at its peak
         row["rss_mib"], row["peak_rss_mib"] = round(rss[0]), round(rss[1])

@@ -62,10 +62,25 @@ def test_set_reaches_top_level_and_augment_fields():
     ("conv_tuning.winograd_whole_mb=-1", "conv_tuning.winograd_whole_mb must be at least 0"),
     ("conv_tuning.winograd_mb=big", "could not convert"),
     ("conv_tuning.cache_mb=1", "expected KEY=VALUE with KEY one of"),
+    ("low_res_fraction=0.5", "low_res_fraction needs low_res_size"),
+    ("low_res_size=40", r"low_res_size must be at least 8 and below input_size \(40\)"),
+    ("low_res_size=32", "low_res_fraction must be above 0 and below 1; got 0.0"),
+    ("low_res_size=28", "low_res_size 28 gives vgg_slim's dense head a 1x1 map where "
+                        "input_size 40 gives 2x2: use a size from 32 to 39"),
 ])
 def test_bad_values_are_refused_when_the_config_is_built(assignment, message):
   with pytest.raises(ConfigError, match=message):
     configs.with_overrides(configs.get_config("augmented"), [assignment])
+
+
+def test_progressive_resizing_trains_its_first_epochs_small():
+  c = configs.with_overrides(configs.get_config("augmented"),
+                             ["low_res_size=32", "low_res_fraction=0.6", "epochs=10"])
+  assert [c.train_size(e) for e in range(10)] == [32] * 6 + [40] * 4
+  assert configs.get_config("augmented").train_size(0) == 40  # off by default
+  with pytest.raises(ConfigError, match="no size below 48 gives that map"):
+    configs.with_overrides(configs.get_config("tiny"), ["low_res_size=40",
+                                                        "low_res_fraction=0.5"])
 
 
 def test_unknown_keys_in_a_saved_config_are_refused():

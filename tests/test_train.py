@@ -97,6 +97,49 @@ def test_resume_equals_uninterrupted_and_no_recompilation(tmp_path, toy_zip, tfd
   assert got["validation"]["confusion_matrix"] == ref["validation"]["confusion_matrix"]
 
 
+def test_a_low_resolution_step_sees_the_same_crop_smaller():
+  config = dataclasses.replace(TINY, augment=configs.NO_AUGMENT, input_size=40)
+  key = jax.random.key(3)
+  flat = jnp.broadcast_to(jnp.arange(4, dtype=jnp.uint8)[:, None, None] * 60,
+                          (4, 48, 48))
+  ramp = jnp.broadcast_to(jnp.arange(48, dtype=jnp.uint8) * 5, (4, 48, 48))
+  full = steps_lib.train_inputs(key, ramp, config)
+  small = steps_lib.train_inputs(key, ramp, config, 32)
+  assert full.shape == (4, 40, 40, 1) and small.shape == (4, 32, 32, 1)
+  # A flat image stays flat and keeps its level (float32 rounding of values <= 1).
+  got = steps_lib.train_inputs(key, flat, config, 32)[..., 0]
+  np.testing.assert_allclose(got, np.broadcast_to(np.arange(4)[:, None, None] * 60 / 255,
+                                                  got.shape), atol=1e-6)
+  # A ramp keeps its field of view: the same 40 columns span 32, so every 4 output
+  # columns (away from the border) span 5 input columns, and the row's mean is kept.
+  step_in = float(full[0, 0, 1, 0] - full[0, 0, 0, 0])
+  np.testing.assert_allclose(small[:, 0, 5:-1, 0] - small[:, 0, 1:-5, 0], 5 * step_in,
+                             atol=1e-6)
+  np.testing.assert_allclose(small[:, 0, :, 0].mean(1), full[:, 0, :, 0].mean(1),
+                             atol=1e-6)
+
+
+def test_progressive_resizing_trains_small_then_full_and_resumes_exactly(
+    tmp_path, toy_zip, tfds_dir, monkeypatch):
+  sizes, real_step = [], steps_lib.jit_train_step
+  monkeypatch.setattr(steps_lib, "jit_train_step",
+                      lambda *a, **k: sizes.append(k["size"]) or real_step(*a, **k))
+  # tiny's dense head sees 11x11 maps from 44 to 47 pixels.
+  config = dataclasses.replace(TINY, epochs=4, early_stopping=False, input_size=47,
+                               low_res_size=44, low_res_fraction=0.5)
+  train.train_and_evaluate(config, tmp_path / "a", data=toy_zip, data_dir=tfds_dir)
+  assert sizes == [44, 47]
+  rows = [json.loads(r) for r in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+  assert [r["train_size"] for r in rows] == [44, 44, 47, 47]
+  # Interrupted in epoch 2 (small) and in epoch 3 (full), each time resumed.
+  for stop in (5, 4):
+    assert train.train_and_evaluate(config, tmp_path / "b", data=toy_zip,
+                                    data_dir=tfds_dir, stop_after_steps=stop) is None
+  train.train_and_evaluate(config, tmp_path / "b", data=toy_zip, data_dir=tfds_dir)
+  jax.tree.map(np.testing.assert_array_equal, _params(tmp_path / "a", "latest", config),
+               _params(tmp_path / "b", "latest", config))
+
+
 def test_the_moving_average_of_the_weights_follows_its_formula():
   config = dataclasses.replace(TINY, ema_decay=0.9)
   mesh = state_lib.make_mesh()
@@ -218,8 +261,8 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
     tmp_path, toy_zip, tfds_dir, monkeypatch):
   real_step = steps_lib.train_step
 
-  def poisoned(state, images, labels, key, *, config):
-    new, m = real_step(state, images, labels, key, config=config)
+  def poisoned(state, images, labels, key, **kw):
+    new, m = real_step(state, images, labels, key, **kw)
     m["loss_sum"] = jnp.where(state.step >= 6, jnp.nan, m["loss_sum"])  # in epoch 2
     return new, m
 
