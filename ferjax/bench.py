@@ -104,7 +104,9 @@ def run(config: configs.Config, *, steps: int, repeats: int, warmup: int = 1,
       rng.integers(0, config.num_classes, NUM_TRAIN).astype(np.int32))
   spe = configs.steps_per_epoch(len(split), config.batch_size)
   state = state_lib.init_state(config, mesh=mesh, steps_per_epoch=spe)
-  train_step = steps_lib.jit_train_step(config, mesh)
+  # The first epoch's step: with progressive resizing (low_res_size), the small one.
+  train_size = config.train_size(0)
+  train_step = steps_lib.jit_train_step(config, mesh, size=train_size)
   loop_key = jax.random.key(0)
   sl = state_lib.host_slice(config.batch_size)
 
@@ -171,7 +173,8 @@ def run(config: configs.Config, *, steps: int, repeats: int, warmup: int = 1,
       "variant": config.variant, "model": config.model,
       "augment": config.augment.enabled,
       "dtype": config.dtype, "eval_dtype": eval_dtype,
-      "batch_size": config.batch_size, "steps": steps, "repeats": repeats,
+      "batch_size": config.batch_size, "train_size": train_size,
+      "steps": steps, "repeats": repeats,
       "warmup_repeats": passes, "heap_settled": settled,
       "devices": f"{jax.devices()[0].platform} x{len(jax.devices())}",
       "device_kind": jax.devices()[0].device_kind,
@@ -345,7 +348,8 @@ def main(argv=None) -> None:
   r = out["train_images_per_second"]
   print(f"{out['variant']} ({out['model']}), batch {out['batch_size']}, {out['devices']}, "
         f"{out['dtype']} (eval {out['eval_dtype']}), malloc: {out['allocator']}")
-  print(f"  train   {r['median']:8.1f} img/s  (min {r['min']:.1f}, max {r['max']:.1f})")
+  print(f"  train   {r['median']:8.1f} img/s  (min {r['min']:.1f}, max {r['max']:.1f}) "
+        f"at {out['train_size']}x{out['train_size']}")
   for k in ("eval", "eval_tta"):
     e = out[f"{k}_images_per_second"]
     print(f"  {k:8s}{e['median']:8.1f} img/s  ({out[f'{k}_speedup_per_image']:.1f}x a "

@@ -38,12 +38,23 @@ def test_bench_json_reports_every_figure(capsys, monkeypatch):
   assert out["system_seconds_per_second"] == pytest.approx(0.25 * rate / (2 * 32))
   assert out["minor_faults_per_step"] == 500
   assert out["allocator"] in ("libc", "tcmalloc", "jemalloc", "mimalloc", "unknown")
-  assert out["variant"] == "tiny" and out["batch_size"] == 32
+  assert out["variant"] == "tiny" and out["batch_size"] == 32 and out["train_size"] == 48
   assert out["dtype"] == "float32" and out["eval_dtype"] == "bfloat16"
   default = ops.DEFAULT_TUNING
   assert out["winograd_mb"] == [default.winograd_mb, default.winograd_grad_mb,
                                 default.winograd_whole_mb]
   assert out["conv_tuning"] == dataclasses.asdict(default)
+
+
+def test_with_progressive_resizing_the_bench_times_the_small_step(capsys):
+  flops = {}
+  for low in ([], ["--set", "low_res_size=44", "--set", "low_res_fraction=0.5"]):
+    bench.main(["--variant", "tiny", "--set", "input_size=47", *low, "--steps", "1",
+                "--repeats", "1", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    flops[out["train_size"]] = out["train_gflop_per_step"]
+  # Fewer pixels through the convolutions (the augmentation, on 48x48, stays).
+  assert set(flops) == {47, 44} and flops[44] < flops[47]
 
 
 def test_winograd_budgets_are_set_and_reported_as_config_values(capsys, monkeypatch):
