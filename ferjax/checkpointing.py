@@ -109,8 +109,9 @@ class Checkpoints:
     try:
       restored = mngr.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(item), extra=ocp.args.JsonRestore()))
-    except ValueError as e:  # orbax's tree or shape mismatch
-      raise self._read_error(which, step, str(e).splitlines()[0].rstrip(":")) from e
+    except ValueError as e:  # orbax's tree or shape mismatch (its text in __cause__)
+      raise self._read_error(which, step, "its arrays' shapes or its fields differ "
+                             "from the state's") from e
     state = restored["state"]
     if missing:
       state = template.replace(**state)
@@ -120,7 +121,7 @@ class Checkpoints:
     """The top-level names of the saved state's tree, None where orbax cannot say."""
     try:
       metadata = self._managers[which].item_metadata(step)["state"]
-    except Exception:  # noqa: BLE001 - no metadata: restore as it is, orbax checks it
+    except (FileNotFoundError, KeyError, ValueError):  # no metadata: orbax checks it
       return None
     tree = getattr(metadata, "tree", metadata)
     return set(tree) if isinstance(tree, dict) else None

@@ -156,11 +156,17 @@ class Config:
                         f"{self.low_res_fraction}")
 
   def low_res_epochs(self) -> int:
-    """How many epochs, from the first, train at low_res_size."""
-    return round(self.low_res_fraction * self.epochs) if self.low_res_size else 0
+    """How many epochs, from the first, train at low_res_size: the fraction of the
+    epochs rounded half up, at least one and leaving at least one at input_size (so
+    none in a one-epoch run). A run fixes it when it starts (`LoopState`)."""
+    if not self.low_res_size:
+      return 0
+    return min(max(math.floor(self.low_res_fraction * self.epochs + 0.5), 1),
+               self.epochs - 1)
 
   def train_size(self, epoch: int) -> int:
-    """The side of the images that epoch `epoch` (0-based) trains on."""
+    """The side of the images that epoch `epoch` (0-based) of a run started with this
+    config trains on (a resumed run keeps the boundary it started with)."""
     return self.low_res_size if epoch < self.low_res_epochs() else self.input_size
 
   def to_json(self) -> str:

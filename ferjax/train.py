@@ -114,15 +114,11 @@ def _train(config: Config, workdir: Path, *, ds: Data, fingerprint: dict, mesh: 
   print(f"{config.variant}: {len(ds.train)} train / {held_out}, "
         f"{spe} steps per epoch, {mesh.devices.size} device(s) "
         f"({jax.devices()[0].platform})", file=sys.stderr)
-  if config.low_res_epochs():
-    print(f"Progressive resizing: epochs 1-{config.low_res_epochs()} train at "
-          f"{config.low_res_size}x{config.low_res_size}, the rest at "
-          f"{config.input_size}x{config.input_size}", file=sys.stderr)
   state = init_state(config, mesh=mesh, steps_per_epoch=spe)
   template = abstract_like(state)
   restored = ckpt.restore("latest", template)
   if restored is None:
-    loop = LoopState()
+    loop = LoopState(low_res_epochs=config.low_res_epochs())
   else:
     state, loop = restored[0], LoopState.from_json(restored[1])
     if loop.stopped_early or loop.epoch >= config.epochs:
@@ -131,6 +127,15 @@ def _train(config: Config, workdir: Path, *, ds: Data, fingerprint: dict, mesh: 
     else:
       print(f"Resuming from epoch {loop.epoch + 1}, step {loop.step_in_epoch} "
             f"(global step {int(state.step)})", file=sys.stderr)
+  if loop.low_res_epochs is None:  # a checkpoint from before progressive resizing
+    loop.low_res_epochs = config.low_res_epochs()
+  if config.low_res_size:
+    full = f"{config.input_size}x{config.input_size}"
+    print(f"Progressive resizing: epochs 1-{loop.low_res_epochs} train at "
+          f"{config.low_res_size}x{config.low_res_size}, the rest at {full}"
+          if loop.low_res_epochs else
+          f"Progressive resizing is off: a one-epoch run trains at {full}",
+          file=sys.stderr)
   # Claimed only once its checkpoint restored: a resume that fails leaves config.json as
   # it was, so the version that wrote the run can still resume it.
   workdir_lib.claim(workdir, config, fingerprint)
@@ -146,7 +151,7 @@ def _train(config: Config, workdir: Path, *, ds: Data, fingerprint: dict, mesh: 
   with console.StopSignal() as stop:
     while loop.epoch < config.epochs and not loop.stopped_early:
       epoch, start = loop.epoch, loop.step_in_epoch
-      size = config.train_size(epoch)
+      size = config.low_res_size if epoch < loop.low_res_epochs else config.input_size
       if size not in train_steps:
         train_steps = {size: steps_lib.jit_train_step(config, mesh, size=size)}
       t0 = time.perf_counter()

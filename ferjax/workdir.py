@@ -9,7 +9,8 @@
     .lock             held by the training that runs in it
 
 A run holds the lock for its whole life (`locked`) and claims the workdir (`claim`:
-config.json and data.json) only once its config and data have passed their checks.
+config.json and data.json) only once its config and data have passed their checks and
+its checkpoint, if it has one, has restored.
 Files that are rewritten are written whole or not at all (`write_atomic`). In a
 multi-host run the first process writes the workdir and the others share it (`writes`).
 """
@@ -242,6 +243,10 @@ class LoopState:
     wait: epochs since the monitored metric last improved (early stopping).
     stopped_early: early stopping ended the run.
     sums: metric sums of the unfinished epoch (loss_sum, correct, count).
+    low_res_epochs: how many epochs, from the first, train at the config's
+      low_res_size (progressive resizing): set when the run starts, so that resuming
+      with more --epochs lengthens the full-size part and never goes back to small
+      images. None in checkpoints from before it existed (the config's value then).
   """
   epoch: int = 0
   step_in_epoch: int = 0
@@ -250,6 +255,7 @@ class LoopState:
   wait: int = 0
   stopped_early: bool = False
   sums: dict | None = None
+  low_res_epochs: int | None = None
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)

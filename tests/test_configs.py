@@ -78,6 +78,11 @@ def test_progressive_resizing_trains_its_first_epochs_small():
                              ["low_res_size=32", "low_res_fraction=0.6", "epochs=10"])
   assert [c.train_size(e) for e in range(10)] == [32] * 6 + [40] * 4
   assert configs.get_config("augmented").train_size(0) == 40  # off by default
+  # Rounded half up, at least one epoch small and one at full size.
+  low = lambda f, e: configs.with_overrides(configs.get_config("augmented"), [
+      "low_res_size=32", f"low_res_fraction={f}", f"epochs={e}"]).low_res_epochs()
+  assert [low(0.5, 5), low(0.5, 7), low(0.01, 10), low(0.99, 10), low(0.5, 1)] == [
+      3, 4, 1, 9, 0]
   with pytest.raises(ConfigError, match="no size below 48 gives that map"):
     configs.with_overrides(configs.get_config("tiny"), ["low_res_size=40",
                                                         "low_res_fraction=0.5"])

@@ -129,15 +129,24 @@ def test_progressive_resizing_trains_small_then_full_and_resumes_exactly(
                                low_res_size=44, low_res_fraction=0.5)
   train.train_and_evaluate(config, tmp_path / "a", data=toy_zip, data_dir=tfds_dir)
   assert sizes == [44, 47]
-  rows = [json.loads(r) for r in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
-  assert [r["train_size"] for r in rows] == [44, 44, 47, 47]
-  # Interrupted in epoch 2 (small) and in epoch 3 (full), each time resumed.
-  for stop in (5, 4):
-    assert train.train_and_evaluate(config, tmp_path / "b", data=toy_zip,
-                                    data_dir=tfds_dir, stop_after_steps=stop) is None
-  train.train_and_evaluate(config, tmp_path / "b", data=toy_zip, data_dir=tfds_dir)
+  train_sizes = lambda d: [json.loads(r)["train_size"]
+                           for r in (d / "metrics.jsonl").read_text().splitlines()]
+  assert train_sizes(tmp_path / "a") == [44, 44, 47, 47]
+  # Interrupted in epoch 2 (small), at its end (the boundary: 4 steps an epoch) and in
+  # epoch 3 (full), each time resumed: the same weights, and after the boundary only
+  # the full-size step is compiled.
+  for stop, compiled in ((5, [44]), (3, [44]), (2, [47]), (None, [47])):
+    sizes.clear()
+    train.train_and_evaluate(config, tmp_path / "b", data=toy_zip, data_dir=tfds_dir,
+                             stop_after_steps=stop)
+    assert sizes == compiled, stop
   jax.tree.map(np.testing.assert_array_equal, _params(tmp_path / "a", "latest", config),
                _params(tmp_path / "b", "latest", config))
+  # More epochs continue at full size: the boundary is the one the run started with
+  # (2 of 4), not half of the new 6.
+  train.train_and_evaluate(dataclasses.replace(config, epochs=6), tmp_path / "a",
+                           data=toy_zip, data_dir=tfds_dir)
+  assert train_sizes(tmp_path / "a") == [44, 44, 47, 47, 47, 47]
 
 
 def test_the_moving_average_of_the_weights_follows_its_formula():
@@ -222,7 +231,8 @@ def test_a_checkpoint_from_before_the_moving_average_resumes_and_a_bad_one_is_a_
   _rewrite_latest(tmp_path / "b", config, old_tree)
   cfg_path = tmp_path / "b" / "config.json"
   old_cfg = json.loads(cfg_path.read_text())
-  for key in ("ema_decay", "final_fit", "final_lr_fraction"):
+  for key in ("ema_decay", "final_fit", "final_lr_fraction", "low_res_size",
+              "low_res_fraction"):
     del old_cfg[key]
   cfg_path.write_text(json.dumps(old_cfg))
   old_bytes = cfg_path.read_bytes()
@@ -237,6 +247,14 @@ def test_a_checkpoint_from_before_the_moving_average_resumes_and_a_bad_one_is_a_
                            r"--workdir"):
     train.train_and_evaluate(config, tmp_path / "c", data=toy_zip, data_dir=tfds_dir)
   assert (tmp_path / "c" / "config.json").read_bytes() == old_bytes
+
+  # A config that keeps an average cannot take it from a checkpoint that has none.
+  ckpt = checkpointing.Checkpoints(tmp_path / "b")
+  with pytest.raises(checkpointing.CheckpointReadError, match="it holds no ema"):
+    ckpt.restore("latest", state_lib.abstract_state(
+        dataclasses.replace(config, ema_decay=0.9), mesh=state_lib.make_mesh(),
+        steps_per_epoch=1))
+  ckpt.close()
 
   # The old layout, whole: it resumes and ends where the uninterrupted run ends.
   train.train_and_evaluate(config, tmp_path / "b", data=toy_zip, data_dir=tfds_dir)
