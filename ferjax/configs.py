@@ -164,10 +164,13 @@ class Config:
     return min(max(math.floor(self.low_res_fraction * self.epochs + 0.5), 1),
                self.epochs - 1)
 
-  def train_size(self, epoch: int) -> int:
-    """The side of the images that epoch `epoch` (0-based) of a run started with this
-    config trains on (a resumed run keeps the boundary it started with)."""
-    return self.low_res_size if epoch < self.low_res_epochs() else self.input_size
+  def train_size(self, epoch: int, low_res_epochs: int | None = None) -> int:
+    """The side of the images that epoch `epoch` (0-based) trains on: small for the
+    first `low_res_epochs` (default: this config's; a resumed run passes the boundary
+    it started with, `LoopState.low_res_epochs`)."""
+    if low_res_epochs is None:
+      low_res_epochs = self.low_res_epochs()
+    return self.low_res_size if epoch < low_res_epochs else self.input_size
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

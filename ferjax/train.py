@@ -143,7 +143,7 @@ def _train(config: Config, workdir: Path, *, ds: Data, fingerprint: dict, mesh: 
 
   # The compiled step of the current training size (progressive resizing changes it
   # once; the low-resolution step is then let go).
-  train_steps = {}
+  step_size = train_step = None
   predictor = SplitPredictor(input_size=config.input_size, mesh=mesh)
   _, schedule = make_optimizer(config, spe)
   loop_key = jax.random.fold_in(jax.random.key(config.seed), 1)
@@ -151,12 +151,12 @@ def _train(config: Config, workdir: Path, *, ds: Data, fingerprint: dict, mesh: 
   with console.StopSignal() as stop:
     while loop.epoch < config.epochs and not loop.stopped_early:
       epoch, start = loop.epoch, loop.step_in_epoch
-      size = config.low_res_size if epoch < loop.low_res_epochs else config.input_size
-      if size not in train_steps:
-        train_steps = {size: steps_lib.jit_train_step(config, mesh, size=size)}
+      size = config.train_size(epoch, loop.low_res_epochs)
+      if size != step_size:
+        step_size, train_step = size, steps_lib.jit_train_step(config, mesh, size=size)
       t0 = time.perf_counter()
       state, sums, done_steps, interrupted = _train_epoch(
-          config, state, train_steps[size], ds.train, mesh=mesh, loop=loop,
+          config, state, train_step, ds.train, mesh=mesh, loop=loop,
           loop_key=loop_key, steps_per_epoch=spe, ckpt=ckpt,
           stop=lambda n, left=steps_left: stop.received is not None or n >= left)
       train_seconds = time.perf_counter() - t0
