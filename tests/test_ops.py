@@ -20,23 +20,55 @@ def _mb(nbytes: int) -> float:
   return nbytes / 2**20
 
 
-def _assert_conv_equals_lax(conv, batch, cin, cout, padding, *, value_atol, grad_atol):
+def _conv64(x, k, padding, cotangent=None):
+  """lax's convolution in float64: its value and, for the loss sum(sin(conv)) or, given
+  `cotangent`, the kernel gradient of <cotangent, conv>, its gradients. The reference
+  the float32 kernels are held to: float32 lax has rounding errors of its own, which
+  differ from CPU to CPU."""
+  with jax.enable_x64(True):
+    x64, k64 = jnp.asarray(x, jnp.float64), jnp.asarray(k, jnp.float64)
+    conv = lambda x, k: lax.conv_general_dilated(x, k, (1, 1), padding,
+                                                 dimension_numbers=DN)
+    if cotangent is not None:
+      _, vjp = jax.vjp(lambda k: conv(x64, k), k64)
+      return np.asarray(vjp(jnp.asarray(cotangent, jnp.float64))[0])
+    grads = jax.grad(lambda x, k: jnp.sum(jnp.sin(conv(x, k))), (0, 1))(x64, k64)
+    return np.asarray(conv(x64, k64)), *(np.asarray(g) for g in grads)
+
+
+def _assert_within(got, ref, rel, name):
+  """`got` is within `rel` of the float64 reference's scale (its largest magnitude)."""
+  err = np.abs(np.asarray(got, np.float64) - ref).max()
+  scale = np.abs(ref).max()
+  assert err <= rel * scale, (f"{name}: largest error {err:.3g} is {err / scale:.2g} of "
+                              f"the scale {scale:.3g}; at most {rel:g} is float32 rounding")
+
+
+# Each value is a sum of at most 9*17 = 153 products (each gradient entry of a few
+# hundred), and float32 rounds each step by at most 2^-24 = 6e-8 relative: errors of
+# about 1e-6 of the result's scale on any CPU's rounding (FMA or not, any vector
+# width). Winograd's transforms (coefficients up to 8 for F(4x4)) grow that by up to
+# about a hundred. A chunk or tile computed wrongly would be off by the scale itself.
+DIRECT_REL = 1e-5
+WINOGRAD_REL = 1e-4
+
+
+def _assert_conv_equals_lax(conv, batch, cin, cout, padding, *, rel):
   """`conv` (a lax.conv_general_dilated stand-in) gives lax's values and gradients."""
   x = jax.random.normal(jax.random.key(0), (batch, 10, 9, cin))
   k = jax.random.normal(jax.random.key(1), (3, 3, cin, cout))
-  ref = lambda x, k: lax.conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=DN)
   got = lambda x, k: conv(x, k, (1, 1), padding, dimension_numbers=DN)
-  np.testing.assert_allclose(got(x, k), ref(x, k), rtol=1e-5, atol=value_atol)
-  loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
-  for a, b in zip(jax.grad(loss(got), (0, 1))(x, k), jax.grad(loss(ref), (0, 1))(x, k)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=grad_atol)
+  loss = lambda x, k: jnp.sum(jnp.sin(got(x, k)))
+  refs = _conv64(x, k, padding)
+  for name, a, b in zip(("output", "input gradient", "kernel gradient"),
+                        (got(x, k), *jax.grad(loss, (0, 1))(x, k)), refs):
+    _assert_within(a, b, rel, name)
 
 
 @pytest.mark.parametrize("cin,cout,padding", [(1, 8, "SAME"), (5, 7, ((1, 1), (1, 1))),
                                               (4, 6, "VALID")])
 def test_im2col_conv_equals_lax_conv_and_its_gradients(cin, cout, padding):
-  _assert_conv_equals_lax(ops.im2col_conv, 3, cin, cout, padding, value_atol=1e-5,
-                          grad_atol=1e-4)
+  _assert_conv_equals_lax(ops.im2col_conv, 3, cin, cout, padding, rel=DIRECT_REL)
 
 
 @pytest.mark.parametrize("impl", ["chunked", "winograd"])
@@ -50,7 +82,7 @@ def test_cpu_conv_equals_lax_conv_and_its_gradients(impl, batch, cin, cout, padd
                       winograd_mb=_mb(16 * 6 * 5 * cin * 4),
                       winograd_grad_mb=_mb(16 * 6 * 5 * cin * 4), winograd_whole_mb=0)
   _assert_conv_equals_lax(ops.conv_general_dilated(impl, tuning), batch, cin, cout,
-                          padding, value_atol=1e-4, grad_atol=1e-3)
+                          padding, rel=WINOGRAD_REL if impl == "winograd" else DIRECT_REL)
 
 
 @pytest.mark.parametrize("m", [2, 4])
@@ -61,15 +93,12 @@ def test_winograd_tile_sizes_give_lax_values_and_kernel_gradient(m, size, paddin
                                  winograd_whole_mb=0)
   x = jax.random.normal(jax.random.key(0), (3, *size, 16))
   k = jax.random.normal(jax.random.key(1), (3, 3, 16, 8))
-  ref = lambda x, k: lax.conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=DN)
-  y = ref(x, k)
-  np.testing.assert_allclose(ops._winograd_forward(x, k, padding, one_image_a_chunk, m), y,
-                             rtol=1e-5, atol=1e-4)
-  g = jnp.cos(y)
-  _, vjp = jax.vjp(lambda k: ref(x, k), k)
-  np.testing.assert_allclose(
-      ops._winograd_kernel_grad(x, g, k, padding, one_image_a_chunk, m), vjp(g)[0],
-      rtol=1e-4, atol=1e-3)
+  y, *_ = _conv64(x, k, padding)
+  _assert_within(ops._winograd_forward(x, k, padding, one_image_a_chunk, m), y,
+                 WINOGRAD_REL, "output")
+  g = jnp.cos(jnp.asarray(y, jnp.float32))
+  _assert_within(ops._winograd_kernel_grad(x, g, k, padding, one_image_a_chunk, m),
+                 _conv64(x, k, padding, cotangent=g), WINOGRAD_REL, "kernel gradient")
 
 
 def test_winograd_runs_a_small_layer_as_one_chunk():
