@@ -6,9 +6,24 @@ on c, over noise, so a tiny CNN separates them in a few epochs (and a flip keeps
 
 from __future__ import annotations
 
+import atexit
 import io
+import os
+import shutil
+import tempfile
 import zipfile
 from pathlib import Path
+
+# Many tests train the same tiny networks, and most of their time is XLA compiling the
+# same programs again. A compilation cache shared by the session (subprocesses too,
+# through the environment, set before JAX is imported) compiles each program once. It
+# returns the executable that compiling would build, so no result changes; the tests
+# that count compilations count jit's own cache, which a hit fills as a compile would.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix="ferjax-tests-xla-cache-")
+  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import numpy as np
 import pytest
