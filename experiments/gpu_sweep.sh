@@ -15,10 +15,19 @@
 #                       classifier takes about 518 crops/s there, 574 at 40x40)
 #   then, on each exported file, six epochs of weight averaging
 #   (`experiments/swa_finetune.py --lr-max 0.005`, into $OUT/swa-NAME/)
+# SET=4 (prepared for the next lease, not run yet; issue 22's two-hour screens, three
+# seeds each at the CPU image budget, float32; rule in experiments/README.md,
+# "Screens for the next GPU lease"):
+#   b48-s{0,1,2}:      `--variant augmented --epochs 48` (the budget of the
+#                      bfloat16 48-epoch CPU runs)
+#   ema48-s{0,1,2}:    the same with `--set ema_decay=0.998 --set final_lr_fraction=0.05`
+#   prog60-s{0,1,2}:   `--epochs 60 --set low_res_size=32 --set low_res_fraction=0.6`
+#                      (36 epochs at 32x32, 24 at 40x40: 46.8 epochs of 40x40 work)
+#   progema60-s{0,1,2}: both
 # Every run ends in time: at DEADLINE seconds it is interrupted (it saves and exits 3)
 # and its best checkpoint is exported all the same; the log says so.
 # Usage (on the GPU machine, from the project root):
-#   OUT=dir SET=1|2|3 bash experiments/gpu_sweep.sh
+#   OUT=dir SET=1|2|3|4 bash experiments/gpu_sweep.sh
 set -u
 export PYTHONPATH=. PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 PACK=${PACK:-.gpu/train6.zip}
@@ -45,6 +54,15 @@ if [ "${SET:-1}" = 1 ]; then
 elif [ "$SET" = 2 ]; then
   for s in 1 2; do launch augmented-s$s --variant augmented --seed $s; done
   slim 40 2
+elif [ "$SET" = 4 ]; then
+  ema=(--set ema_decay=0.998 --set final_lr_fraction=0.05)
+  prog=(--set low_res_size=32 --set low_res_fraction=0.6)
+  for s in 0 1 2; do
+    launch b48-s$s --variant augmented --seed $s --epochs 48
+    launch ema48-s$s --variant augmented --seed $s --epochs 48 "${ema[@]}"
+    launch prog60-s$s --variant augmented --seed $s --epochs 60 "${prog[@]}"
+    launch progema60-s$s --variant augmented --seed $s --epochs 60 "${prog[@]}" "${ema[@]}"
+  done
 else
   for s in 3 4 5; do launch shipped-s$s --variant shipped --seed $s; done
   for s in 0 1 2; do
