@@ -121,6 +121,8 @@ def main() -> None:
   config = configs.get_config(args.variant)
   batch = args.batch_size or config.batch_size
   arch = models.create_model(config.model, num_classes=config.num_classes)
+  say = lambda what: print(f"timing {what} ...", file=sys.stderr, flush=True)
+  say(f"PyTorch ({args.steps} steps x {args.repeats} repeats after its warm-up)")
   torch_rates, torch_warmup = torch_images_per_second(
       widths=arch.widths, convs_per_stage=arch.convs_per_stage, dense=arch.dense,
       batch_norm=arch.batch_norm, stage_dropout=arch.stage_dropout,
@@ -136,7 +138,9 @@ def main() -> None:
     return json.loads(subprocess.run(cmd, check=True, capture_output=True,
                                      text=True).stdout.strip().splitlines()[-1])
 
+  say("ferjax without augmentation (python -m ferjax.bench --no-augment)")
   plain = bench("--no-augment")
+  say("ferjax with its augmentation")
   augmented = bench()
   t = statistics.median(torch_rates)
   j = plain["train_images_per_second"]["median"]
