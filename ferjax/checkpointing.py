@@ -18,10 +18,8 @@ such a checkpoint without it, so a run started by an older version resumes.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,28 +32,6 @@ logging.getLogger("absl").setLevel(logging.ERROR)
 
 class CheckpointWriteError(FerjaxError):
   """A checkpoint could not be written (a full disk, say)."""
-
-
-def _collect_abandoned_reads() -> None:
-  """Ends, quietly, the array reads orbax abandons when one read of a restore fails.
-
-  Each is a coroutine that was never finished; whenever the garbage collector meets it,
-  it reports its GeneratorExit as an "Exception ignored", with a page of TensorStore
-  spec, in whatever code runs then. Collected here, those reports are dropped; any
-  other is passed on.
-  """
-  hook = sys.unraisablehook
-
-  def drop_abandoned_reads(unraisable):
-    code = getattr(unraisable.object, "cr_code", None)
-    if getattr(code, "co_name", "") != "_read_array_index_and_device_put":
-      hook(unraisable)
-
-  sys.unraisablehook = drop_abandoned_reads
-  try:
-    gc.collect()
-  finally:
-    sys.unraisablehook = hook
 
 
 class CheckpointReadError(FerjaxError):
@@ -134,7 +110,6 @@ class Checkpoints:
       restored = mngr.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(item), extra=ocp.args.JsonRestore()))
     except ValueError as e:  # orbax's tree or shape mismatch (its text in __cause__)
-      _collect_abandoned_reads()
       raise self._read_error(which, step, "its arrays' shapes or its fields differ "
                              "from the state's") from e
     state = restored["state"]
