@@ -17,12 +17,14 @@ such a checkpoint without it, so a run started by an older version resumes.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 
 from ferjax.errors import FerjaxError, describe_os_error
@@ -96,7 +98,7 @@ class Checkpoints:
     if step is None:
       return None
     item, missing = template, {}
-    saved = self._saved_fields(which, step)
+    saved = self._saved_tree(which, step)
     if saved is not None and dataclasses.is_dataclass(template):
       fields = {f.name: getattr(template, f.name) for f in dataclasses.fields(template)
                 if f.metadata.get("pytree_node", True)}
@@ -106,6 +108,13 @@ class Checkpoints:
             sorted(k for k, v in missing.items() if v is not None)))
       if missing:
         item = {k: v for k, v in fields.items() if k in saved}
+      # Shapes compared before any array is read: a restore that fails part-way leaves
+      # orbax's other reads running, to be reported later as unraisable exceptions.
+      want = _shape_counts(fields[k] for k in fields if k not in missing)
+      have = _shape_counts(saved[k] for k in fields if k not in missing)
+      if want != have:
+        raise self._read_error(which, step, "its arrays' shapes differ from the "
+                               f"state's ({_first_difference(want, have)})")
     try:
       restored = mngr.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(item), extra=ocp.args.JsonRestore()))
@@ -117,14 +126,15 @@ class Checkpoints:
       state = template.replace(**state)
     return state, dict(restored["extra"])
 
-  def _saved_fields(self, which: str, step: int) -> set[str] | None:
-    """The top-level names of the saved state's tree, None where orbax cannot say."""
+  def _saved_tree(self, which: str, step: int) -> dict | None:
+    """The saved state's tree of array metadata by top-level field, None where orbax
+    cannot say."""
     try:
       metadata = self._managers[which].item_metadata(step)["state"]
     except (FileNotFoundError, KeyError, ValueError):  # no metadata: orbax checks it
       return None
     tree = getattr(metadata, "tree", metadata)
-    return set(tree) if isinstance(tree, dict) else None
+    return dict(tree) if isinstance(tree, dict) else None
 
   def _read_error(self, which: str, step: int, why: str) -> CheckpointReadError:
     return CheckpointReadError(
@@ -136,3 +146,16 @@ class Checkpoints:
   def close(self) -> None:
     for mngr in self._managers.values():
       mngr.close()
+
+
+def _shape_counts(trees) -> collections.Counter:
+  """How many arrays of each shape `trees` hold (abstract arrays or orbax metadata)."""
+  return collections.Counter(tuple(leaf.shape) for tree in trees
+                             for leaf in jax.tree.leaves(tree)
+                             if getattr(leaf, "shape", None) is not None)
+
+
+def _first_difference(want: collections.Counter, have: collections.Counter) -> str:
+  shape = min((want - have) or (have - want), key=lambda s: (len(s), s))
+  return (f"the state has {want[shape]} array(s) of shape {shape}, "
+          f"the checkpoint {have[shape]}")

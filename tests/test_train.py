@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import jax
+import orbax.checkpoint as ocp
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -219,7 +220,7 @@ def _rewrite_latest(workdir: Path, config, change) -> None:
 
 
 def test_a_checkpoint_from_before_the_moving_average_resumes_and_a_bad_one_is_a_message(
-    tmp_path, toy_zip, tfds_dir):
+    tmp_path, toy_zip, tfds_dir, monkeypatch):
   config = TINY
   train.train_and_evaluate(config, tmp_path / "a", data=toy_zip, data_dir=tfds_dir)
   assert train.train_and_evaluate(config, tmp_path / "b", data=toy_zip,
@@ -242,10 +243,18 @@ def test_a_checkpoint_from_before_the_moving_average_resumes_and_a_bad_one_is_a_
   shutil.copytree(tmp_path / "b", tmp_path / "c")
   _rewrite_latest(tmp_path / "c", config, lambda s: {
       **old_tree(s), "params": jax.tree.map(lambda x: x[..., :1], s.params)})
+  # It is found from the saved shapes before any array is read: a restore that fails
+  # part-way would leave orbax's other reads running.
+  reads = []
+  monkeypatch.setattr(ocp.CheckpointManager, "restore",
+                      lambda self, *a, **kw: reads.append(a))
   with pytest.raises(checkpointing.CheckpointReadError,
-                     match=r"'latest' checkpoint .* \(step 3\) does not fit .* start a new "
-                           r"--workdir"):
+                     match=r"'latest' checkpoint .* \(step 3\) does not fit .* shapes differ "
+                           r"from the state's \(the state has \d+ array\(s\) of shape "
+                           r"\([\d, ]*\), the checkpoint \d+\).* start a new --workdir"):
     train.train_and_evaluate(config, tmp_path / "c", data=toy_zip, data_dir=tfds_dir)
+  assert reads == []
+  monkeypatch.undo()
   assert (tmp_path / "c" / "config.json").read_bytes() == old_bytes
 
   # A config that keeps an average cannot take it from a checkpoint that has none.
