@@ -20,20 +20,36 @@ def _mb(nbytes: int) -> float:
   return nbytes / 2**20
 
 
-def _conv64(x, k, padding, cotangent=None):
-  """lax's convolution in float64: its value and, for the loss sum(sin(conv)) or, given
-  `cotangent`, the kernel gradient of <cotangent, conv>, its gradients. The reference
-  the float32 kernels are held to: float32 lax has rounding errors of its own, which
-  differ from CPU to CPU."""
+def _conv64_fn(padding):
+  return lambda x, k: lax.conv_general_dilated(x, k, (1, 1), padding,
+                                               dimension_numbers=DN)
+
+
+def _conv64(x, k, padding):
+  """lax's convolution in float64: its value and the gradients of the loss
+  sum(sin(conv)). The reference the float32 kernels are held to: float32 lax has
+  rounding errors of its own, which differ from CPU to CPU."""
+  conv = _conv64_fn(padding)
   with jax.enable_x64(True):
     x64, k64 = jnp.asarray(x, jnp.float64), jnp.asarray(k, jnp.float64)
-    conv = lambda x, k: lax.conv_general_dilated(x, k, (1, 1), padding,
-                                                 dimension_numbers=DN)
-    if cotangent is not None:
-      _, vjp = jax.vjp(lambda k: conv(x64, k), k64)
-      return np.asarray(vjp(jnp.asarray(cotangent, jnp.float64))[0])
     grads = jax.grad(lambda x, k: jnp.sum(jnp.sin(conv(x, k))), (0, 1))(x64, k64)
     return np.asarray(conv(x64, k64)), *(np.asarray(g) for g in grads)
+
+
+def _conv64_value(x, k, padding):
+  """lax's convolution in float64, its value alone."""
+  with jax.enable_x64(True):
+    return np.asarray(_conv64_fn(padding)(jnp.asarray(x, jnp.float64),
+                                          jnp.asarray(k, jnp.float64)))
+
+
+def _conv64_kernel_vjp(x, k, padding, cotangent):
+  """The float64 kernel gradient of <cotangent, conv(x, k)>."""
+  conv = _conv64_fn(padding)
+  with jax.enable_x64(True):
+    x64, k64 = jnp.asarray(x, jnp.float64), jnp.asarray(k, jnp.float64)
+    _, vjp = jax.vjp(lambda k: conv(x64, k), k64)
+    return np.asarray(vjp(jnp.asarray(cotangent, jnp.float64))[0])
 
 
 def _assert_within(got, ref, rel, name):
@@ -93,12 +109,12 @@ def test_winograd_tile_sizes_give_lax_values_and_kernel_gradient(m, size, paddin
                                  winograd_whole_mb=0)
   x = jax.random.normal(jax.random.key(0), (3, *size, 16))
   k = jax.random.normal(jax.random.key(1), (3, 3, 16, 8))
-  y, *_ = _conv64(x, k, padding)
+  y = _conv64_value(x, k, padding)
   _assert_within(ops._winograd_forward(x, k, padding, one_image_a_chunk, m), y,
                  WINOGRAD_REL, "output")
   g = jnp.cos(jnp.asarray(y, jnp.float32))
   _assert_within(ops._winograd_kernel_grad(x, g, k, padding, one_image_a_chunk, m),
-                 _conv64(x, k, padding, cotangent=g), WINOGRAD_REL, "kernel gradient")
+                 _conv64_kernel_vjp(x, k, padding, g), WINOGRAD_REL, "kernel gradient")
 
 
 def test_winograd_runs_a_small_layer_as_one_chunk():
