@@ -14,6 +14,7 @@ chose, and a resumed run keeps it whatever a new measurement would say.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import sys
 import time
@@ -85,7 +86,9 @@ def time_dtypes(config: Config, *, mesh=None, rounds: int = 4, steps: int = 2
   """Train images/s of `config`'s real train step in each dtype: one untimed step each
   (compilation), then `rounds` rounds of `steps` steps per dtype, alternating, so that
   a drift in the machine's speed falls on both; the fastest round of each (other work
-  on the cores only ever slows a round down)."""
+  on the cores only ever slows a round down). A run that trains its first epochs at a
+  lower resolution (progressive resizing) has each size's step timed, and the rate is
+  the whole run's: its images over the time of each size's share of the epochs."""
   from ferjax import state as state_lib
   from ferjax import steps as steps_lib
   mesh = mesh or state_lib.make_mesh()
@@ -95,23 +98,27 @@ def time_dtypes(config: Config, *, mesh=None, rounds: int = 4, steps: int = 2
   sl = state_lib.host_slice(config.batch_size)
   batch = state_lib.shard_batch(mesh, images[sl], labels[sl])
   key = jax.random.key(0)
+  epochs_at = collections.Counter(config.train_size(e) for e in range(config.epochs))
   runs = {}
   for dtype in DTYPES:
     c = dataclasses.replace(config, dtype=dtype)
-    state = state_lib.init_state(c, mesh=mesh, steps_per_epoch=100)
-    step = steps_lib.jit_train_step(c, mesh)
-    state, m = step(state, *batch, key)
-    jax.block_until_ready(m)
-    runs[dtype] = [step, state]
-  times: dict[str, list[float]] = {d: [] for d in runs}
+    for size in sorted(epochs_at):
+      state = state_lib.init_state(c, mesh=mesh, steps_per_epoch=100)
+      step = steps_lib.jit_train_step(c, mesh, size=size)
+      state, m = step(state, *batch, key)
+      jax.block_until_ready(m)
+      runs[dtype, size] = [step, state]
+  times: dict[tuple, list[float]] = {k: [] for k in runs}
   for _ in range(rounds):
-    for dtype, run in runs.items():
+    for k, run in runs.items():
       t = time.perf_counter()
       for _ in range(steps):
         run[1], m = run[0](run[1], *batch, key)
       jax.block_until_ready(m)
-      times[dtype].append(time.perf_counter() - t)
-  return {d: round(steps * config.batch_size / min(ts), 1) for d, ts in times.items()}
+      times[k].append(time.perf_counter() - t)
+  per_image = {d: sum(n * min(times[d, size]) for size, n in epochs_at.items())
+               / (config.epochs * steps * config.batch_size) for d in DTYPES}
+  return {d: round(1 / t, 1) for d, t in per_image.items()}
 
 
 def choose(config: Config, *, mesh=None, native: bool | None = None) -> Choice:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 
+import jax.numpy as jnp
 import pytest
 
 from ferjax import configs, precision, train
@@ -61,13 +63,38 @@ def test_choose_does_not_time_where_bfloat16_is_emulated(monkeypatch):
 def test_time_dtypes_times_the_real_step_in_both(monkeypatch):
   from ferjax import steps as steps_lib
   compiled, real = [], steps_lib.jit_train_step
-  monkeypatch.setattr(steps_lib, "jit_train_step",
-                      lambda config, mesh: compiled.append(config.dtype) or real(config, mesh))
+  monkeypatch.setattr(steps_lib, "jit_train_step", lambda config, mesh, size=None: (
+      compiled.append((config.dtype, size)) or real(config, mesh, size=size)))
   rates = precision.time_dtypes(dataclasses.replace(TINY, batch_size=8), rounds=2,
                                 steps=1)
-  assert compiled == ["float32", "bfloat16"]
+  assert compiled == [("float32", 48), ("bfloat16", 48)]
   assert set(rates) == {"float32", "bfloat16"}
   assert all(r > 0 for r in rates.values())
+
+
+def test_time_dtypes_weighs_each_size_by_its_share_of_a_progressive_run(monkeypatch):
+  # A step that takes (on a fake clock) 1 s at 44x44 and 3 s at 47x47 in float32,
+  # twice that in bfloat16; the run trains 1 of its 4 epochs at 44 (tiny's dense head
+  # sees 11x11 maps from 44 to 47 pixels).
+  from ferjax import steps as steps_lib
+  clock = [0.0]
+  cost = {("float32", 44): 1.0, ("float32", 47): 3.0, ("bfloat16", 44): 2.0,
+          ("bfloat16", 47): 6.0}
+
+  def fake_step(config, mesh, size=None):
+    def step(state, images, labels, key):
+      clock[0] += cost[config.dtype, size]
+      return state, jnp.zeros(())
+    return step
+
+  monkeypatch.setattr(steps_lib, "jit_train_step", fake_step)
+  monkeypatch.setattr(precision, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+  config = dataclasses.replace(TINY, batch_size=8, epochs=4, input_size=47,
+                               low_res_size=44, low_res_fraction=0.25)
+  assert [config.train_size(e) for e in range(4)] == [44, 47, 47, 47]
+  rates = precision.time_dtypes(config, rounds=2, steps=1)
+  # 8 images a step; a step of the run takes (1 + 3 * 3) / 4 = 2.5 s on average.
+  assert rates == {"float32": 8 / 2.5, "bfloat16": 8 / 5.0}
 
 
 def test_a_model_is_never_built_in_auto():
