@@ -262,12 +262,17 @@ def _stopped(where: str) -> None:
 
 def _check_finite(sums: dict, epoch: int, step: int, ckpt) -> None:
   if not math.isfinite(float(sums["loss_sum"])):
-    kept = ("The last good checkpoint is kept (training resumes from it). "
-            if ckpt.latest_step() is not None else
-            "No checkpoint was saved yet, so nothing is kept. ")
+    # Training is deterministic: resuming the last checkpoint with the same options
+    # replays the same steps into the same divergence.
+    advice = ("The last good checkpoint is kept, but the same command would repeat "
+              "the same steps and diverge again: start a new --workdir with a lower "
+              "learning rate (--lr), or check the input data."
+              if ckpt.latest_step() is not None else
+              "No checkpoint was saved yet, so the same --workdir takes other options: "
+              "run again with a lower learning rate (--lr), or check the input data.")
     raise TrainingDiverged(
         f"The training loss became {float(sums['loss_sum'])} in epoch {epoch} by step "
-        f"{step}. {kept}Lower the learning rate (--lr) or check the input data.")
+        f"{step}. {advice}")
 
 
 # ----------------------------------------------------------------------------- CLI

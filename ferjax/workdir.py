@@ -102,9 +102,19 @@ def locked(workdir: str | os.PathLike) -> Iterator[Path]:
     yield workdir
 
 
+def has_checkpoint(workdir: Path) -> bool:
+  """Whether the workdir holds a saved step to resume (`checkpoints/latest/<step>`). A
+  run that claimed it and failed before its first checkpoint (diverged in its first
+  epoch, say) left nothing to resume: the next run may start it afresh, with other
+  options (the advice of the failure) or other data."""
+  latest = Path(workdir) / "checkpoints" / "latest"
+  return latest.is_dir() and any(p.name.isdigit() for p in latest.iterdir())
+
+
 def check_config(workdir: Path, config: Config) -> None:
-  """Refuses a config that conflicts with the one the workdir was started with."""
-  if configs.read_config_json(workdir) is None:
+  """Refuses a config that conflicts with the one the workdir's run was started with,
+  where that run has a checkpoint to resume."""
+  if configs.read_config_json(workdir) is None or not has_checkpoint(workdir):
     return
   # Compared as read back (a message where it is not a valid config): a field that the
   # run's config.json predates reads as its default, so old runs still resume.
@@ -131,7 +141,8 @@ def resolve_dtype(workdir: Path, config: Config, *, mesh=None) -> Config:
   if config.dtype != configs.AUTO_DTYPE:
     return config
   saved = (configs.load_run_config(workdir).dtype
-           if configs.read_config_json(workdir) is not None else None)
+           if configs.read_config_json(workdir) is not None and has_checkpoint(workdir)
+           else None)
   code = _first_process(configs.DTYPES.index(saved) if saved in configs.DTYPES else -1)
   if code >= 0:
     print(f"--dtype auto: {configs.DTYPES[code]}, as this run chose when it started",
@@ -174,7 +185,7 @@ def data_fingerprint(data) -> dict:
 def check_data(workdir: Path, fingerprint: dict) -> None:
   """Refuses to resume a run on other data than it started on."""
   path = workdir / DATA
-  if not path.exists():
+  if not path.exists() or not has_checkpoint(workdir):
     return
   try:
     saved = json.loads(path.read_text())

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 import jax
-import orbax.checkpoint as ocp
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from ferjax import checkpointing, configs, evaluate, train
@@ -295,11 +295,35 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
 
   monkeypatch.setattr(steps_lib, "train_step", poisoned)
   config = dataclasses.replace(TINY, epochs=3, early_stopping=False)
-  with pytest.raises(TrainingDiverged, match="loss became nan in epoch 2"):
+  with pytest.raises(TrainingDiverged, match="loss became nan in epoch 2 .* would repeat "
+                     r"the same steps .* start a new --workdir with a lower learning rate"):
     train.train_and_evaluate(config, tmp_path, data=toy_zip, data_dir=tfds_dir)
   params, extra = _params(tmp_path, "latest", config)
   assert extra["epoch"] == 1  # the end of epoch 1 (4 steps), before the NaN
   assert all(np.isfinite(p).all() for p in jax.tree.leaves(params))
+
+
+def test_a_run_that_diverges_before_its_first_checkpoint_can_follow_the_advice(
+    tmp_path, toy_zip, tfds_dir, monkeypatch):
+  real_step = steps_lib.train_step
+  too_high = dataclasses.replace(TINY, epochs=1, early_stopping=False, learning_rate=9.0)
+
+  def poisoned(state, images, labels, key, *, config, **kw):
+    new, m = real_step(state, images, labels, key, config=config, **kw)
+    if config.learning_rate == too_high.learning_rate:  # diverges in epoch 1
+      m["loss_sum"] = jnp.where(state.step >= 2, jnp.nan, m["loss_sum"])
+    return new, m
+
+  monkeypatch.setattr(steps_lib, "train_step", poisoned)
+  with pytest.raises(TrainingDiverged, match="loss became nan in epoch 1 .* No checkpoint "
+                     "was saved yet, so the same --workdir takes other options"):
+    train.train_and_evaluate(too_high, tmp_path, data=toy_zip, data_dir=tfds_dir)
+  assert configs.load_run_config(tmp_path) == too_high  # it had claimed the workdir
+  # The advice, followed in the same workdir: a lower learning rate trains and claims it.
+  lower = dataclasses.replace(too_high, learning_rate=TINY.learning_rate)
+  assert train.train_and_evaluate(lower, tmp_path, data=toy_zip,
+                                  data_dir=tfds_dir)["epochs_run"] == 1
+  assert configs.load_run_config(tmp_path) == lower
 
 
 def test_a_run_refuses_other_data_on_resume(tmp_path, toy_zip, tfds_dir):

@@ -30,8 +30,10 @@ def test_other_data_is_refused_and_the_same_data_passes(tmp_path):
   assert set(_fingerprint(0, test=False)) == {"train", "val"}
   workdir_lib.check_data(tmp_path, _fingerprint(5))  # nothing claimed yet: anything goes
   workdir_lib.claim(tmp_path, TINY, fp)
-  workdir_lib.check_data(tmp_path, fp)
   other = _fingerprint(5)
+  workdir_lib.check_data(tmp_path, other)  # claimed, nothing saved: starts afresh
+  _save_a_step(tmp_path)
+  workdir_lib.check_data(tmp_path, fp)
   assert {k: v["images"] for k, v in other.items()} == {k: v["images"]
                                                         for k, v in fp.items()}
   with pytest.raises(ConfigError, match="trained on other data .* or the same sizes "
@@ -41,10 +43,23 @@ def test_other_data_is_refused_and_the_same_data_passes(tmp_path):
   workdir_lib.check_data(tmp_path, other)
 
 
+def _save_a_step(workdir):
+  """What a saved checkpoint looks like to `has_checkpoint` (orbax's step folder)."""
+  assert not workdir_lib.has_checkpoint(workdir)
+  (workdir / "checkpoints" / "latest" / "3.orbax-checkpoint-tmp-1").mkdir(parents=True)
+  assert not workdir_lib.has_checkpoint(workdir)  # a save killed half-way is not one
+  (workdir / "checkpoints" / "latest" / "3").mkdir()
+  assert workdir_lib.has_checkpoint(workdir)
+
+
 def test_other_config_is_refused_but_more_epochs_pass(tmp_path):
   workdir_lib.check_config(tmp_path, TINY)  # nothing claimed yet
   workdir_lib.claim(tmp_path, TINY, {})
   assert configs.load_run_config(tmp_path) == TINY
+  # Claimed by a run that failed before its first checkpoint: nothing to resume, so
+  # the advice of its failure (another learning rate) can be followed here.
+  workdir_lib.check_config(tmp_path, dataclasses.replace(TINY, learning_rate=0.1))
+  _save_a_step(tmp_path)
   workdir_lib.check_config(tmp_path, dataclasses.replace(TINY, epochs=5))
   with pytest.raises(ConfigError, match="learning_rate: saved 0.003, now 0.1"):
     workdir_lib.check_config(tmp_path, dataclasses.replace(TINY, learning_rate=0.1))
@@ -57,6 +72,7 @@ def test_a_config_json_older_than_a_field_resumes_with_its_default(tmp_path, mis
   old = json.loads(TINY.to_json())
   del old[missing]
   (tmp_path / workdir_lib.CONFIG).write_text(json.dumps(old))
+  (tmp_path / "checkpoints" / "latest" / "3").mkdir(parents=True)
   workdir_lib.check_config(tmp_path, TINY)
   workdir_lib.check_config(tmp_path, dataclasses.replace(TINY, epochs=5))
   with pytest.raises(ConfigError, match="conv_tuning: saved .*'winograd_mb': 10.0.*, now "
