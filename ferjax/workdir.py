@@ -102,19 +102,24 @@ def locked(workdir: str | os.PathLike) -> Iterator[Path]:
     yield workdir
 
 
-def has_checkpoint(workdir: Path) -> bool:
-  """Whether the workdir holds a saved step to resume (`checkpoints/latest/<step>`). A
-  run that claimed it and failed before its first checkpoint (diverged in its first
-  epoch, say) left nothing to resume: the next run may start it afresh, with other
-  options (the advice of the failure) or other data."""
-  latest = Path(workdir) / "checkpoints" / "latest"
-  return latest.is_dir() and any(p.name.isdigit() for p in latest.iterdir())
+def has_trained(workdir: Path) -> bool:
+  """Whether a run in the workdir got anywhere: a saved step (`checkpoints/*/<step>`),
+  a finished epoch (metrics.jsonl) or a report. A run that claimed the workdir and
+  failed before all of them (diverged in its first epoch, say) left nothing to resume
+  or lose: the next run may start it afresh, with other options (the advice of the
+  failure) or other data."""
+  workdir = Path(workdir)
+  steps = (p for which in ("latest", "best")
+           if (workdir / "checkpoints" / which).is_dir()
+           for p in (workdir / "checkpoints" / which).iterdir())
+  return (any(p.name.isdigit() for p in steps) or (workdir / REPORT).exists()
+          or bool(read_metrics(workdir / METRICS)))
 
 
 def check_config(workdir: Path, config: Config) -> None:
   """Refuses a config that conflicts with the one the workdir's run was started with,
-  where that run has a checkpoint to resume."""
-  if configs.read_config_json(workdir) is None or not has_checkpoint(workdir):
+  where that run got anywhere (`has_trained`)."""
+  if configs.read_config_json(workdir) is None or not has_trained(workdir):
     return
   # Compared as read back (a message where it is not a valid config): a field that the
   # run's config.json predates reads as its default, so old runs still resume.
@@ -141,7 +146,7 @@ def resolve_dtype(workdir: Path, config: Config, *, mesh=None) -> Config:
   if config.dtype != configs.AUTO_DTYPE:
     return config
   saved = (configs.load_run_config(workdir).dtype
-           if configs.read_config_json(workdir) is not None and has_checkpoint(workdir)
+           if configs.read_config_json(workdir) is not None and has_trained(workdir)
            else None)
   code = _first_process(configs.DTYPES.index(saved) if saved in configs.DTYPES else -1)
   if code >= 0:
@@ -185,7 +190,7 @@ def data_fingerprint(data) -> dict:
 def check_data(workdir: Path, fingerprint: dict) -> None:
   """Refuses to resume a run on other data than it started on."""
   path = workdir / DATA
-  if not path.exists() or not has_checkpoint(workdir):
+  if not path.exists() or not has_trained(workdir):
     return
   try:
     saved = json.loads(path.read_text())

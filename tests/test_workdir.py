@@ -44,12 +44,25 @@ def test_other_data_is_refused_and_the_same_data_passes(tmp_path):
 
 
 def _save_a_step(workdir):
-  """What a saved checkpoint looks like to `has_checkpoint` (orbax's step folder)."""
-  assert not workdir_lib.has_checkpoint(workdir)
+  """What a saved checkpoint looks like to `has_trained` (orbax's step folder)."""
+  assert not workdir_lib.has_trained(workdir)
   (workdir / "checkpoints" / "latest" / "3.orbax-checkpoint-tmp-1").mkdir(parents=True)
-  assert not workdir_lib.has_checkpoint(workdir)  # a save killed half-way is not one
+  assert not workdir_lib.has_trained(workdir)  # a save killed half-way is not one
   (workdir / "checkpoints" / "latest" / "3").mkdir()
-  assert workdir_lib.has_checkpoint(workdir)
+  assert workdir_lib.has_trained(workdir)
+
+
+def test_a_run_got_somewhere_with_a_checkpoint_a_finished_epoch_or_a_report(tmp_path):
+  for i, make in enumerate([
+      lambda w: (w / "checkpoints" / "best" / "7").mkdir(parents=True),
+      lambda w: workdir_lib.append_metrics(w, {"epoch": 1}),
+      lambda w: (w / workdir_lib.REPORT).write_text("{}")]):
+    w = tmp_path / str(i)
+    (w / "checkpoints" / "latest").mkdir(parents=True)
+    (w / workdir_lib.METRICS).write_text("")
+    assert not workdir_lib.has_trained(w)
+    make(w)
+    assert workdir_lib.has_trained(w)
 
 
 def test_other_config_is_refused_but_more_epochs_pass(tmp_path):
