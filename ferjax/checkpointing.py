@@ -45,7 +45,8 @@ class Checkpoints:
 
   def __init__(self, workdir: str | Path, *, create: bool = True):
     """`create=False` (for readers: evaluate, export) never creates folders."""
-    root = Path(workdir).resolve() / "checkpoints"
+    self.workdir = Path(workdir).resolve()
+    root = self.workdir / "checkpoints"
     self._root = root
     if create:
       # A save killed half-way leaves orbax's temporary folder; it is never resumed.
@@ -108,12 +109,17 @@ class Checkpoints:
             sorted(k for k, v in missing.items() if v is not None)))
       if missing:
         item = {k: v for k, v in fields.items() if k in saved}
-      # Shapes compared before any array is read: a restore that fails part-way leaves
-      # orbax's other reads running, to be reported later as unraisable exceptions.
-      want = _shape_counts(fields[k] for k in fields if k not in missing)
-      have = _shape_counts(saved[k] for k in fields if k not in missing)
-      if want != have:
-        raise self._read_error(which, step, "its arrays' shapes differ from the "
+      # Each field's shapes (how many arrays of each) compared before any array is read:
+      # a restore that fails part-way leaves orbax's other reads running, reported
+      # later as unraisable exceptions. Shapes swapped within a field still reach
+      # orbax, which refuses them after reading.
+      for k in sorted(k for k in fields if k not in missing):
+        want, have = _shape_counts(fields[k]), _shape_counts(saved[k])
+        if want == have:
+          continue
+        if not want:
+          raise self._read_error(which, step, f"it holds {k}, which the state has not")
+        raise self._read_error(which, step, f"the shapes of its {k} differ from the "
                                f"state's ({_first_difference(want, have)})")
     try:
       restored = mngr.restore(step, args=ocp.args.Composite(
@@ -148,10 +154,9 @@ class Checkpoints:
       mngr.close()
 
 
-def _shape_counts(trees) -> collections.Counter:
-  """How many arrays of each shape `trees` hold (abstract arrays or orbax metadata)."""
-  return collections.Counter(tuple(leaf.shape) for tree in trees
-                             for leaf in jax.tree.leaves(tree)
+def _shape_counts(tree) -> collections.Counter:
+  """How many arrays of each shape `tree` holds (abstract arrays or orbax metadata)."""
+  return collections.Counter(tuple(leaf.shape) for leaf in jax.tree.leaves(tree)
                              if getattr(leaf, "shape", None) is not None)
 
 

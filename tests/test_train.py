@@ -249,8 +249,9 @@ def test_a_checkpoint_from_before_the_moving_average_resumes_and_a_bad_one_is_a_
   monkeypatch.setattr(ocp.CheckpointManager, "restore",
                       lambda self, *a, **kw: reads.append(a))
   with pytest.raises(checkpointing.CheckpointReadError,
-                     match=r"'latest' checkpoint .* \(step 3\) does not fit .* shapes differ "
-                           r"from the state's \(the state has \d+ array\(s\) of shape "
+                     match=r"'latest' checkpoint .* \(step 3\) does not fit .* the shapes of its "
+                           r"params differ from the state's \(the state has \d+ array\(s\) "
+                           r"of shape "
                            r"\([\d, ]*\), the checkpoint \d+\).* start a new --workdir"):
     train.train_and_evaluate(config, tmp_path / "c", data=toy_zip, data_dir=tfds_dir)
   assert reads == []
@@ -263,6 +264,15 @@ def test_a_checkpoint_from_before_the_moving_average_resumes_and_a_bad_one_is_a_
     ckpt.restore("latest", state_lib.abstract_state(
         dataclasses.replace(config, ema_decay=0.9), mesh=state_lib.make_mesh(),
         steps_per_epoch=1))
+  ckpt.close()
+  # Nor a config without one from a checkpoint that has one: the field is named.
+  shutil.copytree(tmp_path / "b", tmp_path / "d")
+  _rewrite_latest(tmp_path / "d", config, lambda s: {**old_tree(s), "ema": s.params})
+  ckpt = checkpointing.Checkpoints(tmp_path / "d")
+  with pytest.raises(checkpointing.CheckpointReadError,
+                     match="it holds ema, which the state has not"):
+    ckpt.restore("latest", state_lib.abstract_state(config, mesh=state_lib.make_mesh(),
+                                                    steps_per_epoch=1))
   ckpt.close()
 
   # The old layout, whole: it resumes and ends where the uninterrupted run ends.
@@ -295,8 +305,8 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
 
   monkeypatch.setattr(steps_lib, "train_step", poisoned)
   config = dataclasses.replace(TINY, epochs=3, early_stopping=False)
-  with pytest.raises(TrainingDiverged, match="loss became nan in epoch 2 .* would repeat "
-                     r"the same steps .* start a new --workdir with a lower learning rate"):
+  with pytest.raises(TrainingDiverged, match="loss became nan in epoch 2 .* would most likely "
+                     r"diverge again .* start a new --workdir with a lower learning rate"):
     train.train_and_evaluate(config, tmp_path, data=toy_zip, data_dir=tfds_dir)
   params, extra = _params(tmp_path, "latest", config)
   assert extra["epoch"] == 1  # the end of epoch 1 (4 steps), before the NaN
