@@ -262,14 +262,18 @@ def _stopped(where: str) -> None:
 
 def _check_finite(sums: dict, epoch: int, step: int, ckpt) -> None:
   if not math.isfinite(float(sums["loss_sum"])):
-    # Training is deterministic: resuming the last checkpoint with the same options
-    # replays the same steps into the same divergence.
-    advice = ("The last good checkpoint is kept, but the same command would repeat "
-              "the same steps and diverge again: start a new --workdir with a lower "
-              "learning rate (--lr), or check the input data."
-              if ckpt.latest_step() is not None else
-              "No checkpoint was saved yet, so the same --workdir takes other options: "
-              "run again with a lower learning rate (--lr), or check the input data.")
+    if workdir_lib.has_trained(ckpt.workdir):
+      # Resuming replays the same steps (exactly, on a CPU) into the same divergence,
+      # and the workdir keeps its run's options and data.
+      new = "a new --workdir with a lower learning rate (--lr) or corrected data"
+      advice = (f"The last good checkpoint is kept, but the same command would most "
+                f"likely diverge again at the same step: start {new}."
+                if ckpt.latest_step() is not None else
+                f"Start {new}: this one holds an earlier run's files.")
+    else:
+      advice = ("No checkpoint was saved yet, so the same --workdir takes other "
+                "options: run again with a lower learning rate (--lr), or check the "
+                "input data.")
     raise TrainingDiverged(
         f"The training loss became {float(sums['loss_sum'])} in epoch {epoch} by step "
         f"{step}. {advice}")
