@@ -144,6 +144,8 @@ def resolve_dtype(workdir: Path, config: Config, *, mesh=None) -> Config:
   (resume or measure; whether bfloat16 is native; the dtype) and the others follow, so
   that all of them time the same sharded steps or none does."""
   if config.dtype != configs.AUTO_DTYPE:
+    if writes() and not has_trained(workdir):  # an earlier run's choice, not this one's
+      (workdir / DTYPE_CHOICE).unlink(missing_ok=True)
     return config
   saved = (configs.load_run_config(workdir).dtype
            if configs.read_config_json(workdir) is not None and has_trained(workdir)

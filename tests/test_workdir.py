@@ -152,3 +152,30 @@ def test_loop_state_tracks_the_best_epoch_and_survives_json(monitor, values, bes
   assert loop.epoch == 4 and loop.best_epoch == best_epoch
   saved = json.loads(json.dumps(loop.to_json()))
   assert LoopState.from_json({**saved, "from_a_later_version": 1}) == loop
+
+
+def test_auto_dtype_is_kept_only_by_a_run_that_got_somewhere(tmp_path, monkeypatch):
+  from ferjax import precision
+  chosen = []
+  monkeypatch.setattr(precision, "native_bf16", lambda: True)
+  monkeypatch.setattr(precision, "choose", lambda config, **kw: chosen.append(1) or
+                      precision.Choice("bfloat16", "measured", True, None))
+  auto = dataclasses.replace(TINY, dtype=configs.AUTO_DTYPE)
+  assert workdir_lib.resolve_dtype(tmp_path, auto).dtype == "bfloat16"
+  choice = tmp_path / workdir_lib.DTYPE_CHOICE
+  assert choice.exists() and chosen == [1]
+  workdir_lib.claim(tmp_path, dataclasses.replace(TINY, dtype="bfloat16"), {})
+  # Claimed, then failed before any checkpoint: auto measures again, and an explicit
+  # dtype takes the workdir without the earlier run's record of its choice.
+  assert workdir_lib.resolve_dtype(tmp_path, auto).dtype == "bfloat16"
+  assert chosen == [1, 1]
+  assert workdir_lib.resolve_dtype(tmp_path, TINY).dtype == "float32"
+  assert not choice.exists()
+  # A run with a checkpoint resumes with the dtype it chose, without measuring, and
+  # keeps its record.
+  workdir_lib.resolve_dtype(tmp_path, auto)
+  _save_a_step(tmp_path)
+  assert workdir_lib.resolve_dtype(tmp_path, auto).dtype == "bfloat16"
+  assert chosen == [1, 1, 1]
+  workdir_lib.resolve_dtype(tmp_path, dataclasses.replace(TINY, dtype="bfloat16"))
+  assert choice.exists()
