@@ -10,6 +10,8 @@ import pytest
 from ferjax import calibrate, calibration, evaluate, inference, predict
 from ferjax.errors import run_cli
 
+import reference
+
 
 def _overconfident(n=6000, c=6, k=3.0, seed=0):
   """Labels drawn from softmax(z): z is calibrated; k * z is overconfident."""
@@ -104,8 +106,13 @@ def test_calibrate_writes_a_file_every_output_reads(calibrated_weights, tiny_wei
   assert fit["single"]["after"]["nll"] <= fit["single"]["before"]["nll"] + 1e-6
   x = np.random.default_rng(0).integers(0, 256, (5, 48, 48), np.uint8)
   np.testing.assert_array_equal(clf.classify(x, calibrated=False), old.classify(x))
-  expect = calibration.calibrated_probs(clf.logits(x), clf.info.scaling(False))
-  np.testing.assert_allclose(clf.classify(x), expect, atol=1e-5)
+  # classify and the function the other outputs use (calibrated_probs) both give the
+  # calibrated softmax of the float64 network, within float32 rounding.
+  ref = reference.logits64(*inference.load_weights(calibrated_weights), x)
+  reference.assert_probs_close(clf.classify(x), clf.info, ref, what="classify")
+  reference.assert_probs_close(
+      calibration.calibrated_probs(clf.logits(x), clf.info.scaling(False)), clf.info, ref,
+      what="calibrated_probs")
   capsys.readouterr()
   evaluate.main(["--weights", str(calibrated_weights), "--data", str(toy_zip),
                  "--data-dir", str(tfds_dir), "--json", "--no-tta"])

@@ -7,7 +7,6 @@ import sys
 import zipfile
 from types import SimpleNamespace
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -15,6 +14,8 @@ import pytest
 from ferjax import configs, inference, input_pipeline
 from ferjax import state as state_lib
 from ferjax.classes import CLASSES_6
+
+import reference
 
 # A freshly initialised tiny network (7 classes) for the predict step's tests.
 PREDICT_CONFIG = dataclasses.replace(configs.tiny(), num_classes=7)
@@ -44,10 +45,12 @@ def test_any_count_gives_what_one_at_a_time_gives(tiny_weights):
   whole = clf.classify(x)  # 256 + 44 (padded to 64)
   assert whole.shape == (300, 6)
   np.testing.assert_allclose(whole.sum(-1), 1, rtol=1e-5)
-  # Batch sizes 1, 8 and 64 may take different kernels: float32 rounding (probabilities
-  # are at most 1) moves them by far less than 1e-4.
+  # Batch sizes 1, 8, 64 and 256 may take different kernels: each is held to the
+  # float64 network, within float32 rounding.
+  ref = reference.logits64(*inference.load_weights(tiny_weights), x)
+  reference.assert_probs_close(whole, clf.info, ref, what="300 crops")
   for n in (1, 3, 9):
-    np.testing.assert_allclose(clf.classify(x[:n]), whole[:n], rtol=0, atol=1e-4)
+    reference.assert_probs_close(clf.classify(x[:n]), clf.info, ref[:n], what=f"{n} crops")
   assert clf.classify(x[:0]).shape == (0, 6)
   with pytest.raises(ValueError, match=r"\[N, 48, 48\]"):
     clf.classify(np.zeros((2, 40, 40), np.uint8))
@@ -143,12 +146,11 @@ def test_tta_prediction_is_the_mean_over_the_views():
   state = state_lib.init_state(PREDICT_CONFIG, mesh=mesh, steps_per_epoch=1)
   images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (4, 48, 48), np.uint8))
   got = inference.predict_step(state, images, tta=True)
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
-  views = augment.tta_views(images.astype(jnp.float32) / 255.0)
-  want = jnp.mean(jnp.stack([jax.nn.softmax(state.apply_fn(variables, v[..., None],
-                                                           train=False))
-                             for v in views]), axis=0)
-  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  # The float64 network's softmax over each of the ten views, averaged.
+  ref = reference.logits64(PREDICT_CONFIG, state.params, state.batch_stats, images,
+                           tta=True)
+  assert ref.shape == (len(augment.tta_views(images)), 4, 7) == (10, 4, 7)
+  reference.assert_probs_close(got, PREDICT_CONFIG, ref, tta=True, calibrated=False)
 
 
 def test_cpu_prediction_in_passes_equals_one_pass_over_the_batch():
@@ -156,10 +158,9 @@ def test_cpu_prediction_in_passes_equals_one_pass_over_the_batch():
   state = state_lib.init_state(PREDICT_CONFIG, mesh=mesh, steps_per_epoch=1)
   # 37 images: not a multiple of the pass size, so the last pass is padded.
   images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (37, 48, 48), np.uint8))
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
-  want = jax.nn.softmax(state.apply_fn(variables, images[..., None] / 255.0, train=False))
-  np.testing.assert_allclose(inference.predict_step(state, images, tta=False), want,
-                             rtol=1e-5, atol=1e-6)
+  ref = reference.logits64(PREDICT_CONFIG, state.params, state.batch_stats, images)
+  reference.assert_probs_close(inference.predict_step(state, images, tta=False),
+                               PREDICT_CONFIG, ref, calibrated=False)
   # Pass j holds images j, j + B/n, ...; the output goes back in the input's order.
   x = images.astype(jnp.float32)
   got = inference._apply_in_chunks(lambda x: x[:, 0, 0] * 2, x, 4)
@@ -173,12 +174,17 @@ def test_a_split_is_classified_as_the_classifier_classifies_its_crops(tiny_weigh
   split = input_pipeline.Split(rng.integers(0, 256, (300, 48, 48), np.uint8),
                                rng.integers(0, 6, 300).astype(np.int32))
   predictor = inference.SplitPredictor(input_size=clf.info.input_size)
+  # Each path held to the float64 network (they may differ in their float32 rounding).
   for tta in (False, True):
-    np.testing.assert_allclose(predictor.logits(clf.state, split, tta=tta),
-                               clf.logits(split.images, tta=tta), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(predictor.probs(clf.state, split, tta=tta),
-                               clf.classify(split.images, tta=tta, calibrated=False),
-                               rtol=1e-4, atol=1e-6)
+    ref = reference.logits64(*inference.load_weights(tiny_weights), split.images, tta=tta)
+    for what, logits, probs in (
+        ("split", predictor.logits(clf.state, split, tta=tta),
+         predictor.probs(clf.state, split, tta=tta)),
+        ("crops", clf.logits(split.images, tta=tta),
+         clf.classify(split.images, tta=tta, calibrated=False))):
+      reference.assert_logits_close(logits, ref, what=f"{what} logits, tta={tta}")
+      reference.assert_probs_close(probs, clf.info, ref, tta=tta, calibrated=False,
+                                   what=f"{what} probabilities, tta={tta}")
   assert predictor.logits(clf.state, split, tta=True).shape == (10, 300, 6)
   assert all(step._cache_size() == 1 for step in predictor.steps.values())
   empty = split.take(np.arange(0))

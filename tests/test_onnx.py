@@ -17,6 +17,8 @@ import pytest
 from ferjax import export, inference, models, onnx_export
 from ferjax.errors import run_cli
 
+import reference
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -54,14 +56,13 @@ def test_onnx_gives_jax_probabilities(name, size):
                               providers=["CPUExecutionProvider"])
   crops = np.random.default_rng(1).integers(0, 256, (37, 48, 48), np.uint8)
   logits, probs = sess.run(None, {"crops": crops})
-  clf = inference.Classifier(info, params, stats)
-  want_logits = clf.logits(crops)
-  want = clf.classify(crops)
-  # float32 arithmetic in two orders of summation: errors of a few ulps of the logits'
-  # scale, far below 1e-4 in probability.
-  scale = np.abs(want_logits).max()
-  np.testing.assert_allclose(logits, want_logits, atol=1e-5 * max(scale, 1.0))
-  np.testing.assert_allclose(probs, want, atol=1e-4)
+  # The folded graph in onnxruntime's float32 is the float64 network within float32
+  # rounding (tests/reference.py), calibration included, as JAX's float32 is.
+  ref = reference.logits64(info, params, stats, crops)
+  reference.assert_logits_close(logits, ref, what="onnx logits")
+  reference.assert_probs_close(probs, info, ref, what="onnx probabilities")
+  want = inference.Classifier(info, params, stats).classify(crops)
+  reference.assert_probs_close(want, info, ref, what="jax probabilities")
   assert (probs.argmax(-1) == want.argmax(-1)).all()
   # A different batch size works (the batch is dynamic).
   assert sess.run(["probabilities"], {"crops": crops[:1]})[0].shape == (1, 6)
@@ -115,10 +116,10 @@ def test_the_deploy_snippet_runs_with_onnxruntime_alone(tiny_weights, tmp_path):
                        capture_output=True, text=True, timeout=120)
   assert res.returncode == 0, res.stderr
   got = json.loads(res.stdout.strip().splitlines()[-1])
-  clf = inference.Classifier.load(tiny_weights)
-  want = clf.classify(crop[None])[0]
-  np.testing.assert_allclose(got["probs"], want, atol=1e-4)
-  assert got["label"] == clf.classes[int(want.argmax())]
+  info, params, stats = inference.load_weights(tiny_weights)
+  ref = reference.logits64(info, params, stats, crop[None])
+  reference.assert_probs_close(np.asarray(got["probs"])[None], info, ref)
+  assert got["label"] == info.classes[int(reference.probs64(info, ref)[0].argmax())]
 
 
 # tiny at 40: the centre crop and the corner views without a large network to compile
@@ -135,13 +136,16 @@ def test_onnx_classifier_matches_jax_with_and_without_tta(name, size):
   ort_clf = OnnxClassifier(info, onnx_export.to_onnx(info, params, stats)
                            .SerializeToString())
   crops = np.random.default_rng(4).integers(0, 256, (300, 48, 48), np.uint8)
+  # Both held to the float64 network (tests/reference.py), each calibration its own.
   for tta in (False, True):
-    for calibrated in (False, True):
-      np.testing.assert_allclose(ort_clf.classify(crops, tta=tta, calibrated=calibrated),
-                                 jax_clf.classify(crops, tta=tta, calibrated=calibrated),
-                                 atol=1e-4)
-  np.testing.assert_allclose(ort_clf.logits(crops, tta=True), jax_clf.logits(crops, tta=True),
-                             atol=1e-4)
+    ref = reference.logits64(info, params, stats, crops, tta=tta)
+    for name, clf in (("onnx", ort_clf), ("jax", jax_clf)):
+      for calibrated in (False, True):
+        reference.assert_probs_close(clf.classify(crops, tta=tta, calibrated=calibrated),
+                                     info, ref, tta=tta, calibrated=calibrated,
+                                     what=f"{name}, tta={tta}, calibrated={calibrated}")
+    reference.assert_logits_close(ort_clf.logits(crops, tta=tta), ref,
+                                  what=f"onnx logits, tta={tta}")
   for tta in (False, True):  # a photo with no face
     assert ort_clf.classify(np.zeros((0, 48, 48), np.uint8), tta=tta).shape == (0, 6)
   assert ort_clf.logits(np.zeros((0, 48, 48), np.uint8), tta=True).shape == (10, 0, 6)
@@ -155,8 +159,8 @@ def test_predict_on_onnx_never_imports_jax(tiny_weights, tmp_path):
   Image.fromarray(np.random.default_rng(5).integers(0, 256, (48, 48), np.uint8)).save(crop)
   onnx_file = tmp_path / "tiny.onnx"
   export.export_onnx(onnx_file, weights=tiny_weights)
-  want = inference.Classifier.load(tiny_weights).classify(
-      np.asarray(Image.open(crop))[None])[0]
+  info, params, stats = inference.load_weights(tiny_weights)
+  ref = reference.logits64(info, params, stats, np.asarray(Image.open(crop))[None])
   for argv in (["--weights", str(tiny_weights), "--backend", "onnx"],
                ["--weights", str(onnx_file)]):
     script = ("import sys\n"
@@ -168,7 +172,10 @@ def test_predict_on_onnx_never_imports_jax(tiny_weights, tmp_path):
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     row = json.loads(res.stdout.splitlines()[0])
-    np.testing.assert_allclose(list(row["probabilities"].values()), want, atol=2e-4)
+    assert list(row["probabilities"]) == list(info.classes)
+    # --json prints 4 decimals.
+    reference.assert_probs_close(np.asarray([list(row["probabilities"].values())]), info,
+                                 ref, decimals=4, what=" ".join(argv))
 
 
 def test_bad_onnx_files_get_a_message(tiny_weights, tmp_path, capsys):
@@ -252,7 +259,7 @@ def test_the_web_example_gives_pythons_label_in_chromium(tiny_weights, tmp_path)
       browser.close()
   finally:
     server.shutdown()
-  clf = inference.Classifier.load(tiny_weights)
-  want = clf.classify(crop[None])[0]
-  np.testing.assert_allclose(probs, want, atol=1e-4)
-  assert label == clf.classes[int(want.argmax())]
+  info, params, stats = inference.load_weights(tiny_weights)
+  ref = reference.logits64(info, params, stats, crop[None])
+  reference.assert_probs_close(np.asarray(probs)[None], info, ref, what="onnxruntime-web")
+  assert label == info.classes[int(reference.probs64(info, ref)[0].argmax())]

@@ -1,0 +1,108 @@
+"""A float64 reference of a whole network's predictions, and the float32 tolerance
+that any of its float32 paths (bucket sizes, CPU kernels, ONNX, devices) is held to.
+
+Two float32 paths differ by their own rounding, which depends on the CPU (FMA or not,
+vector width, the kernels XLA or onnxruntime picks there). Each path is therefore
+compared with the float64 computation of the same network, never with another float32
+path, and held to a fraction of the result's scale that float32 rounding stays well
+below on any machine. (The reference rounds its logits to float32 once, as the network
+returns float32: 2^-24 of their scale.)
+
+The bound (NET_REL). Each layer's output is a sum of n products. Rounding each product
+and partial sum to float32 (unit roundoff u = 2^-24 = 6.0e-8), with independent errors,
+leaves an error near sqrt(n / 2) u of the layer's output scale (Higham's worst case,
+n u, assumes every rounding goes the same way; blocked sums as in a matrix product do
+better than sqrt). A convolution computed by Winograd F(2x2, 3x3) (n = 9 x input
+channels <= 2304 in the networks tested; its transforms' coefficients are 0, 1/2 and 1)
+grows that by at most about 4: 4 x 34 u = 8e-6. A dense layer (n <= 4608, seed_cnn's
+first): 48 u = 2.9e-6. A network of up to 10 layers adds its layers' errors, each
+carried to the logits with a gain near one (BatchNorm keeps the activations' scale):
+at most 8e-5. NET_REL is 1e-4 of the logits' largest magnitude. Measured on a 2-core
+AMD EPYC (tiny, seed_cnn, vgg_fast and vgg_slim, with and without TTA, JAX at 1, 9 and
+37 crops, onnxruntime): 2.4e-7 to 1.3e-6. An error in the computation itself (a wrong
+chunk, tile, view or padding) moves logits by about their own scale; a BatchNorm
+epsilon of 1e-3 for 1e-5 changes each normalised value by about 5e-4 of itself where
+the variances are near one.
+
+Probabilities. The softmax's Jacobian diag(p) - p p^T has rows whose magnitudes sum to
+2 p_i (1 - p_i) <= 1/2, so an error e in every logit moves each probability by at most
+e / 2; a calibration multiplies the logits by its scale first.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ferjax import augment, models
+
+NET_REL = 1e-4
+
+
+def logits64(info, params, batch_stats, crops, *, tta: bool = False) -> np.ndarray:
+  """The network's logits for uint8 crops [N, 48, 48], computed in float64 with XLA's
+  convolution: [N, C], or [10, N, C] (one per view) with `tta`. `info`: anything with
+  the network's `model`, `num_classes` and `input_size` (a ModelInfo or a Config)."""
+  net = models.create_model(info.model, num_classes=info.num_classes,
+                            dtype=jnp.float64, conv_impl="xla")
+  with jax.enable_x64(True):
+    to64 = lambda tree: jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), tree)
+    variables = {"params": to64(params), "batch_stats": to64(batch_stats)}
+    x = jnp.asarray(np.asarray(crops), jnp.float64) / 255.0
+    apply = lambda v: net.apply(variables, v[..., None], train=False)
+    if tta:
+      views = augment.tta_views(x, size=info.input_size)
+      return np.stack([np.asarray(apply(v), np.float64) for v in views])
+    return np.asarray(apply(augment.center_crop(x, info.input_size)), np.float64)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+  e = np.exp(z - z.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def probs64(info, logits: np.ndarray, *, tta: bool = False,
+            calibrated: bool = True) -> np.ndarray:
+  """Probabilities [N, C] from `logits64`'s output, as `Classifier.classify` forms
+  them: calibrated (where `info` carries a calibration), the mean over views with TTA."""
+  z = logits
+  if calibrated:
+    scaling = info.scaling(tta)
+    z = z * np.asarray(scaling.scale) + np.asarray(scaling.bias)
+  p = _softmax(z)
+  return p.mean(0) if tta else p
+
+
+def logit_tolerance(ref_logits: np.ndarray) -> float:
+  """How far float32 logits may be from the float64 ones: NET_REL of their scale."""
+  return NET_REL * max(float(np.abs(ref_logits).max()), 1.0)
+
+
+def prob_tolerance(info, ref_logits: np.ndarray, *, tta: bool = False,
+                   calibrated: bool = True) -> float:
+  """How far float32 probabilities may be from the float64 ones (module docstring)."""
+  gain = max(info.scaling(tta).scale) if calibrated else 1.0
+  return 0.5 * gain * logit_tolerance(ref_logits)
+
+
+def assert_logits_close(got, ref_logits, what: str = "logits") -> None:
+  """float32 logits `got` are within `logit_tolerance` of the float64 reference."""
+  err = float(np.abs(np.asarray(got, np.float64) - ref_logits).max())
+  tol = logit_tolerance(ref_logits)
+  assert err <= tol, (f"{what}: largest error {err:.3g} against float64, more than the "
+                      f"{tol:.3g} float32 rounding can explain (tests/reference.py)")
+
+
+def assert_probs_close(got, info, ref_logits, *, tta: bool = False,
+                       calibrated: bool = True, decimals: int | None = None,
+                       what: str = "probabilities") -> None:
+  """float32 probabilities `got` are within `prob_tolerance` of the float64 ones, and
+  within half a unit of their last digit more where they were printed with `decimals`."""
+  want = probs64(info, ref_logits, tta=tta, calibrated=calibrated)
+  err = float(np.abs(np.asarray(got, np.float64) - want).max())
+  tol = prob_tolerance(info, ref_logits, tta=tta, calibrated=calibrated)
+  if decimals is not None:
+    tol += 0.5 * 10.0**-decimals
+  assert err <= tol, (f"{what}: largest error {err:.3g} against float64, more than the "
+                      f"{tol:.3g} float32 rounding can explain (tests/reference.py)")
