@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -32,8 +33,34 @@ def _final_params(workdir, mesh):
   return jax.device_get(state.params)
 
 
-def _assert_close(a, b):
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5), a, b)
+def _relative_differences(a, b) -> dict[str, float]:
+  """Per parameter array: the largest difference of a and b, over a's largest magnitude."""
+  flat_a = jax.tree_util.tree_flatten_with_path(a)[0]
+  return {jax.tree_util.keystr(path): float(np.abs(x - y).max() / np.abs(x).max())
+          for (path, x), y in zip(flat_a, jax.tree.leaves(b))}
+
+
+def _nudged(init_state):
+  """`init_state` with every initial parameter moved by one float32 ulp (a random
+  direction each): one rounding's difference at the start of training."""
+  def init(config, **kwargs):
+    state = init_state(config, **kwargs)
+    leaves, treedef = jax.tree.flatten(state.params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    moved = [jnp.nextafter(x, jax.random.rademacher(k, x.shape, x.dtype) * jnp.inf)
+             for k, x in zip(keys, leaves)]
+    return state.replace(params=jax.tree.unflatten(treedef, moved))
+  return init
+
+
+# Splitting a batch over devices sums its gradients and BatchNorm statistics in another
+# order: float32 rounding differs at every step, and training carries such differences
+# on. How far depends on the training (and the CPU's rounding), so the tolerance is
+# measured with them: the difference that one ulp at the start makes (`noise_floor`),
+# times TIMES_FLOOR for differences made at every step rather than once (2x measured on
+# a 2-core AMD EPYC). A wrong all-reduce (a sum for a mean, statistics of one device's
+# half) changes the parameters by a good fraction of their scale.
+TIMES_FLOOR = 10
 
 
 @pytest.fixture(scope="module")
@@ -45,21 +72,45 @@ def one_device_run(tmp_path_factory, toy_zip, tfds_dir):
   return workdir, report
 
 
+@pytest.fixture(scope="module")
+def noise_floor(tmp_path_factory, toy_zip, tfds_dir, one_device_run):
+  """The largest relative parameter difference that one ulp at the start makes."""
+  workdir = tmp_path_factory.mktemp("nudged") / "run"
+  one = state_lib.make_mesh(jax.devices()[:1])
+  with pytest.MonkeyPatch.context() as m:
+    m.setattr(train, "init_state", _nudged(train.init_state))
+    train.train_and_evaluate(CONFIG, workdir, data=toy_zip, data_dir=tfds_dir, mesh=one)
+  floor = max(_relative_differences(_final_params(one_device_run[0], one),
+                                    _final_params(workdir, one)).values())
+  assert floor > 0, "moving every initial parameter by one ulp changed nothing"
+  return floor
+
+
+def _assert_close(a, b, floor):
+  diffs = _relative_differences(a, b)
+  worst = max(diffs, key=diffs.get)
+  assert diffs[worst] <= TIMES_FLOOR * floor, (
+      f"{worst}: differs by {diffs[worst]:.3g} of its scale; one ulp at the start makes "
+      f"{floor:.3g}, and at most {TIMES_FLOOR}x that is rounding")
+
+
 @TWO
-def test_two_devices_compute_what_one_does(tmp_path, toy_zip, tfds_dir, one_device_run):
+def test_two_devices_compute_what_one_does(tmp_path, toy_zip, tfds_dir, one_device_run,
+                                          noise_floor):
   one = state_lib.make_mesh(jax.devices()[:1])
   two = state_lib.make_mesh(jax.devices()[:2])
   ref, r1 = one_device_run
   r2 = train.train_and_evaluate(CONFIG, tmp_path / "two", data=toy_zip,
                                 data_dir=tfds_dir, mesh=two)
-  _assert_close(_final_params(ref, one), _final_params(tmp_path / "two", one))
+  _assert_close(_final_params(ref, one), _final_params(tmp_path / "two", one), noise_floor)
   assert abs(r1["validation"]["accuracy"] - r2["validation"]["accuracy"]) < 0.08
 
 
 @TWO
 @pytest.mark.parametrize("first,second", [(2, 1), (1, 2)])
 def test_checkpoint_restores_on_another_device_count(tmp_path, toy_zip, tfds_dir,
-                                                     one_device_run, first, second):
+                                                     one_device_run, noise_floor, first,
+                                                     second):
   meshes = {n: state_lib.make_mesh(jax.devices()[:n]) for n in (1, 2)}
   ref, _ = one_device_run
   assert train.train_and_evaluate(CONFIG, tmp_path / "moved", data=toy_zip,
@@ -68,7 +119,7 @@ def test_checkpoint_restores_on_another_device_count(tmp_path, toy_zip, tfds_dir
   train.train_and_evaluate(CONFIG, tmp_path / "moved", data=toy_zip, data_dir=tfds_dir,
                            mesh=meshes[second])
   _assert_close(_final_params(ref, meshes[1]),
-                _final_params(tmp_path / "moved", meshes[1]))
+                _final_params(tmp_path / "moved", meshes[1]), noise_floor)
 
 
 def test_batch_must_divide_over_devices():
