@@ -28,6 +28,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from ferjax.errors import FerjaxError, describe_os_error
+from ferjax.configs import CHECKPOINT_KINDS, CHECKPOINTS
 
 logging.getLogger("absl").setLevel(logging.ERROR)
 
@@ -46,7 +47,7 @@ class Checkpoints:
   def __init__(self, workdir: str | Path, *, create: bool = True):
     """`create=False` (for readers: evaluate, export) never creates folders."""
     self.workdir = Path(workdir).resolve()
-    root = self.workdir / "checkpoints"
+    root = self.workdir / CHECKPOINTS
     self._root = root
     if create:
       # A save killed half-way leaves orbax's temporary folder; it is never resumed.
@@ -62,7 +63,7 @@ class Checkpoints:
         root / name, options=options,
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "extra": ocp.JsonCheckpointHandler()})
-        for name in ("latest", "best")}
+        for name in CHECKPOINT_KINDS}
 
   def save(self, which: str, step: int, state: Any, extra: dict) -> None:
     """Saves `state` and `extra` as checkpoint `which` ('latest' or 'best') at `step`;

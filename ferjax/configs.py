@@ -194,6 +194,10 @@ class Config:
 
 
 CONFIG_FILE = "config.json"
+# Where a workdir keeps its checkpoints: CHECKPOINTS/<kind>/<step>, one folder per kind
+# (written by ferjax.checkpointing, which owns their contents).
+CHECKPOINTS = "checkpoints"
+CHECKPOINT_KINDS = ("latest", "best")
 
 
 def read_config_json(workdir: str | os.PathLike) -> dict | None:
@@ -238,7 +242,7 @@ def load_run_config(workdir: str | os.PathLike) -> Config:
 def is_run_dir(path: str | os.PathLike) -> bool:
   """Whether `path` is a training run's workdir (it holds config.json or checkpoints)."""
   path = Path(path)
-  return (path / CONFIG_FILE).is_file() or (path / "checkpoints").is_dir()
+  return (path / CONFIG_FILE).is_file() or (path / CHECKPOINTS).is_dir()
 
 
 def _check_augment(a: AugmentConfig) -> None:

@@ -297,10 +297,10 @@ def load_weights(path: str | Path) -> tuple[ModelInfo, Any, Any]:
 def restore_run(workdir: str | Path) -> tuple[ModelInfo, Any, Any]:
   """(info, params, batch_stats) of the best checkpoint of a training run."""
   from ferjax import checkpointing, state
-  from ferjax.configs import load_run_config
+  from ferjax.configs import CHECKPOINTS, load_run_config
   workdir = Path(workdir)
   config = load_run_config(workdir)
-  if not (workdir / "checkpoints" / "best").is_dir():
+  if not (workdir / CHECKPOINTS / "best").is_dir():
     raise WeightsError(f"'{workdir}' has no best checkpoint yet: train for at least "
                        "one epoch first.")
   mesh = state.make_mesh(jax.devices()[:1])
