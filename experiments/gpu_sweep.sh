@@ -24,10 +24,16 @@
 #   prog60-s{0,1,2}:   `--epochs 60 --set low_res_size=32 --set low_res_fraction=0.6`
 #                      (36 epochs at 32x32, 24 at 40x40: 46.8 epochs of 40x40 work)
 #   progema60-s{0,1,2}: both
+# SET=5 (prepared, not run yet; networks with a higher ceiling at the same CPU time as
+# b48, three seeds each; run SET=4 first, whose b48 runs they are compared with):
+#   vgg32-s{0,1,2}:      `--variant augmented --set model=vgg --epochs 32` (the full
+#                        width: 0.66x vgg_slim's train images/s on a CPU)
+#   fastwide66-s{0,1,2}: `--variant augmented --set model=vgg_fast_wide --epochs 66
+#                        --patience 66` (1.37x its images/s)
 # Every run ends in time: at DEADLINE seconds it is interrupted (it saves and exits 3)
 # and its best checkpoint is exported all the same; the log says so.
 # Usage (on the GPU machine, from the project root):
-#   OUT=dir SET=1|2|3|4 bash experiments/gpu_sweep.sh
+#   OUT=dir SET=1|2|3|4|5 bash experiments/gpu_sweep.sh
 set -u
 export PYTHONPATH=. PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 PACK=${PACK:-.gpu/train6.zip}
@@ -62,6 +68,12 @@ elif [ "$SET" = 4 ]; then
     launch ema48-s$s --variant augmented --seed $s --epochs 48 "${ema[@]}"
     launch prog60-s$s --variant augmented --seed $s --epochs 60 "${prog[@]}"
     launch progema60-s$s --variant augmented --seed $s --epochs 60 "${prog[@]}" "${ema[@]}"
+  done
+elif [ "$SET" = 5 ]; then
+  for s in 0 1 2; do
+    launch vgg32-s$s --variant augmented --seed $s --set model=vgg --epochs 32
+    launch fastwide66-s$s --variant augmented --seed $s --set model=vgg_fast_wide \
+        --epochs 66 --patience 66
   done
 else
   for s in 3 4 5; do launch shipped-s$s --variant shipped --seed $s; done
