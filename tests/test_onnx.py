@@ -63,7 +63,11 @@ def test_onnx_gives_jax_probabilities(name, size):
   reference.assert_probs_close(probs, info, ref, what="onnx probabilities")
   want = inference.Classifier(info, params, stats).classify(crops)
   reference.assert_probs_close(want, info, ref, what="jax probabilities")
-  assert (probs.argmax(-1) == want.argmax(-1)).all()
+  # The same class wherever float64's top two are apart (most crops, on any machine).
+  clear = reference.clear_top(info, ref)
+  assert clear.mean() >= 0.9
+  top = reference.probs64(info, ref).argmax(-1)[clear]
+  assert (probs.argmax(-1)[clear] == top).all() and (want.argmax(-1)[clear] == top).all()
   # A different batch size works (the batch is dynamic).
   assert sess.run(["probabilities"], {"crops": crops[:1]})[0].shape == (1, 6)
   meta = {p.key: p.value for p in model.metadata_props}
@@ -119,6 +123,7 @@ def test_the_deploy_snippet_runs_with_onnxruntime_alone(tiny_weights, tmp_path):
   info, params, stats = inference.load_weights(tiny_weights)
   ref = reference.logits64(info, params, stats, crop[None])
   reference.assert_probs_close(np.asarray(got["probs"])[None], info, ref)
+  assert reference.clear_top(info, ref)[0]  # so the label is the same on any machine
   assert got["label"] == info.classes[int(reference.probs64(info, ref)[0].argmax())]
 
 
@@ -139,11 +144,11 @@ def test_onnx_classifier_matches_jax_with_and_without_tta(name, size):
   # Both held to the float64 network (tests/reference.py), each calibration its own.
   for tta in (False, True):
     ref = reference.logits64(info, params, stats, crops, tta=tta)
-    for name, clf in (("onnx", ort_clf), ("jax", jax_clf)):
+    for backend, clf in (("onnx", ort_clf), ("jax", jax_clf)):
       for calibrated in (False, True):
         reference.assert_probs_close(clf.classify(crops, tta=tta, calibrated=calibrated),
                                      info, ref, tta=tta, calibrated=calibrated,
-                                     what=f"{name}, tta={tta}, calibrated={calibrated}")
+                                     what=f"{backend}, tta={tta}, calibrated={calibrated}")
     reference.assert_logits_close(ort_clf.logits(crops, tta=tta), ref,
                                   what=f"onnx logits, tta={tta}")
   for tta in (False, True):  # a photo with no face
@@ -262,4 +267,5 @@ def test_the_web_example_gives_pythons_label_in_chromium(tiny_weights, tmp_path)
   info, params, stats = inference.load_weights(tiny_weights)
   ref = reference.logits64(info, params, stats, crop[None])
   reference.assert_probs_close(np.asarray(probs)[None], info, ref, what="onnxruntime-web")
+  assert reference.clear_top(info, ref)[0]  # so the label is the same on any machine
   assert label == info.classes[int(reference.probs64(info, ref)[0].argmax())]
