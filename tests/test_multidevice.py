@@ -35,14 +35,16 @@ def _final_params(workdir, mesh):
 
 def _relative_differences(a, b) -> dict[str, float]:
   """Per parameter array: the largest difference of a and b, over a's largest magnitude."""
+  assert jax.tree.structure(a) == jax.tree.structure(b)
   flat_a = jax.tree_util.tree_flatten_with_path(a)[0]
   return {jax.tree_util.keystr(path): float(np.abs(x - y).max() / np.abs(x).max())
           for (path, x), y in zip(flat_a, jax.tree.leaves(b))}
 
 
 def _nudged(init_state):
-  """`init_state` with every initial parameter moved by one float32 ulp (a random
-  direction each): one rounding's difference at the start of training."""
+  """`init_state` with every nonzero initial parameter moved by one float32 ulp (a
+  random direction each): one rounding's difference at the start of training. (Zeros,
+  the biases' start, would move to denormals, which the CPU flushes back to zero.)"""
   def init(config, **kwargs):
     state = init_state(config, **kwargs)
     leaves, treedef = jax.tree.flatten(state.params)
@@ -56,11 +58,14 @@ def _nudged(init_state):
 # Splitting a batch over devices sums its gradients and BatchNorm statistics in another
 # order: float32 rounding differs at every step, and training carries such differences
 # on. How far depends on the training (and the CPU's rounding), so the tolerance is
-# measured with them: the difference that one ulp at the start makes (`noise_floor`),
-# times TIMES_FLOOR for differences made at every step rather than once (2x measured on
-# a 2-core AMD EPYC). A wrong all-reduce (a sum for a mean, statistics of one device's
-# half) changes the parameters by a good fraction of their scale.
+# measured with them: the difference that one ulp at the start makes (`noise_floor`, one
+# draw of the directions), times TIMES_FLOOR for differences made at every step rather
+# than once (a margin, not a bound: the two-device run differed by 2x the floor on a
+# 2-core AMD EPYC). A wrong all-reduce (a sum for a mean, statistics of one device's
+# half) changes the parameters by a good fraction of their scale; the floor must stay
+# far below that (MAX_TOLERANCE) for the comparison to tell the two apart.
 TIMES_FLOOR = 10
+MAX_TOLERANCE = 1e-2
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +88,9 @@ def noise_floor(tmp_path_factory, toy_zip, tfds_dir, one_device_run):
   floor = max(_relative_differences(_final_params(one_device_run[0], one),
                                     _final_params(workdir, one)).values())
   assert floor > 0, "moving every initial parameter by one ulp changed nothing"
+  assert TIMES_FLOOR * floor <= MAX_TOLERANCE, (
+      f"one ulp at the start moves the trained parameters by {floor:.3g} of their scale: "
+      "this training is too chaotic for the comparison to catch a wrong all-reduce")
   return floor
 
 
@@ -90,8 +98,8 @@ def _assert_close(a, b, floor):
   diffs = _relative_differences(a, b)
   worst = max(diffs, key=diffs.get)
   assert diffs[worst] <= TIMES_FLOOR * floor, (
-      f"{worst}: differs by {diffs[worst]:.3g} of its scale; one ulp at the start makes "
-      f"{floor:.3g}, and at most {TIMES_FLOOR}x that is rounding")
+      f"{worst}: differs by {diffs[worst]:.3g} of its scale, more than {TIMES_FLOOR}x "
+      f"the {floor:.3g} that one ulp at the start makes")
 
 
 @TWO
