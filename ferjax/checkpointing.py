@@ -27,8 +27,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from ferjax.errors import FerjaxError, describe_os_error
 from ferjax.configs import CHECKPOINT_KINDS, CHECKPOINTS
+from ferjax.errors import FerjaxError, describe_os_error
 
 logging.getLogger("absl").setLevel(logging.ERROR)
 

@@ -108,9 +108,9 @@ def has_trained(workdir: Path) -> bool:
   failed before all of them (diverged in its first epoch, say) left nothing to resume
   or lose: the next run may start it afresh, with other options (the advice of the
   failure) or other data."""
-  folders = [Path(workdir) / configs.CHECKPOINTS / kind for kind in configs.CHECKPOINT_KINDS]
-  steps = (p for folder in folders if folder.is_dir() for p in folder.iterdir())
   workdir = Path(workdir)
+  folders = [workdir / configs.CHECKPOINTS / kind for kind in configs.CHECKPOINT_KINDS]
+  steps = (p for folder in folders if folder.is_dir() for p in folder.iterdir())
   return (any(p.name.isdigit() for p in steps) or (workdir / REPORT).exists()
           or bool(read_metrics(workdir / METRICS)))
 
