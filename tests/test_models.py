@@ -47,20 +47,15 @@ def _outputs_and_grads(model, variables, x):
           jax.tree.leaves(jax.grad(f)(variables["params"])))
 
 
-@pytest.mark.parametrize("impl", ["xla", "im2col", "chunked", "winograd"])
-def test_conv_impls_share_parameters_outputs_and_gradients(impl):
-  """Each implementation, in float32, is as close to a float64 reference as float32
-  arithmetic allows: errors are bounded relative to each output's and each gradient's
-  scale, so the bound holds on any CPU's rounding (FMA or not, any vector width)."""
-  x = jax.random.uniform(jax.random.key(0), (4, 48, 48, 1))
-  keywords = {**models.MODELS["vgg_small"].keywords, "widths": (8, 16),
-              "num_classes": 6, "stage_dropout": 0.0, "head_dropout": 0.0}
-  model = models.ConvNet(**keywords, conv_impl=impl)
-  v = model.init(jax.random.key(0), x, train=False)
-  out, grads = _outputs_and_grads(model, v, x)
+def _assert_as_float64(model, variables, x, outputs_and_grads):
+  """`outputs_and_grads` (of `model` at variables, x, in float32) are as close to the
+  float64 network's (XLA's convolution) as float32 arithmetic allows: errors bounded
+  relative to each output's and each gradient's scale, so the bound holds on any CPU's
+  rounding (FMA or not, any vector width)."""
+  out, grads = outputs_and_grads
   with jax.enable_x64(True):
-    ref_model = models.ConvNet(**keywords, conv_impl="xla", dtype=jnp.float64)
-    v64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), v)
+    ref_model = model.clone(conv_impl="xla", dtype=jnp.float64)
+    v64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
     out_ref, grads_ref = _outputs_and_grads(ref_model, v64, jnp.asarray(x, jnp.float64))
     out_ref, grads_ref = np.asarray(out_ref), [np.asarray(g) for g in grads_ref]
   # float32 has 2^-24 = 6e-8 relative rounding; sums over thousands of terms and
@@ -71,6 +66,18 @@ def test_conv_impls_share_parameters_outputs_and_gradients(impl):
   for g, g_ref in zip(grads, grads_ref):
     err = np.abs(np.asarray(g, np.float64) - g_ref).max()
     assert err <= 1e-3 * np.abs(g_ref).max(), (err, np.abs(g_ref).max())
+
+
+@pytest.mark.parametrize("impl", ["xla", "im2col", "chunked", "winograd"])
+def test_conv_impls_share_parameters_outputs_and_gradients(impl):
+  """Each implementation, in float32, is as close to a float64 reference as float32
+  arithmetic allows (`_assert_as_float64`)."""
+  x = jax.random.uniform(jax.random.key(0), (4, 48, 48, 1))
+  keywords = {**models.MODELS["vgg_small"].keywords, "widths": (8, 16),
+              "num_classes": 6, "stage_dropout": 0.0, "head_dropout": 0.0}
+  model = models.ConvNet(**keywords, conv_impl=impl)
+  v = model.init(jax.random.key(0), x, train=False)
+  _assert_as_float64(model, v, x, _outputs_and_grads(model, v, x))
 
 
 def test_the_conv_tuning_reaches_every_convolution():
@@ -88,19 +95,9 @@ def test_the_conv_tuning_reaches_every_convolution():
   v = nets[0].init(jax.random.key(0), x, train=False)
   steps = [jax.jit(lambda v, x, net=net: _outputs_and_grads(net, v, x)) for net in nets]
   assert steps[0].lower(v, x).as_text() != steps[1].lower(v, x).as_text()
-  # Both give the float64 network's outputs and gradients, within the float32 bounds
-  # of test_conv_impls_share_parameters_outputs_and_gradients.
-  with jax.enable_x64(True):
-    ref_net = nets[0].clone(conv_impl="xla", dtype=jnp.float64)
-    out_ref, grads_ref = _outputs_and_grads(
-        ref_net, jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), v),
-        jnp.asarray(x, jnp.float64))
-    refs = [np.asarray(r, np.float64) for r in (out_ref, *grads_ref)]
-  for out, grads in (step(v, x) for step in steps):
-    assert len(grads) == len(grads_ref)
-    for got, ref, rel in zip([out, *grads], refs, [1e-4] + [1e-3] * len(grads)):
-      err = np.abs(np.asarray(got, np.float64) - ref).max()
-      assert err <= rel * np.abs(ref).max(), (err, np.abs(ref).max())
+  # Both give the float64 network's outputs and gradients, within float32's bounds.
+  for net, step in zip(nets, steps):
+    _assert_as_float64(net, v, x, step(v, x))
 
 
 def test_every_network_is_its_architecture_table_entry():
